@@ -1,0 +1,36 @@
+#include "overlay/kernel.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/mount.h>
+
+#include "common/log.h"
+#include "common/util.h"
+
+int overlay_mount_kernel(const char *const *lowers, size_t n_lowers, const char *upper, const char *work,
+			 const char *target)
+{
+	size_t len = 64 + strlen(upper) + strlen(work);
+	_cleanup_free_ char *options = NULL;
+	char *p;
+
+	for (size_t i = 0; i < n_lowers; i++)
+		len += strlen(lowers[i]) + 1;
+	options = xmalloc(len);
+	p = options + sprintf(options, "lowerdir=");
+	for (size_t i = 0; i < n_lowers; i++)
+		p += sprintf(p, "%s%s", i ? ":" : "", lowers[i]);
+	sprintf(p, ",upperdir=%s,workdir=%s,userxattr", upper, work);
+
+	log_debug("mounting kernel overlayfs on '%s' with %s", target, options);
+	if (mount("overlay", target, "overlay", MS_NOSUID, options) < 0) {
+		int r = -errno;
+
+		log_error("cannot mount kernel overlayfs on '%s': %s (options: %s)%s", target, strerror(errno), options,
+			  errno == EINVAL ? "; the file system of the data directory may lack user xattrs, "
+					    "set FIM_DIR_DATA to a directory on ext4, xfs or btrfs"
+					  : "");
+		return r;
+	}
+	return 0;
+}

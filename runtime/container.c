@@ -1,0 +1,274 @@
+#include "runtime/container.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "common/util.h"
+#include "mount/rootfs.h"
+#include "mount/squashfs.h"
+#include "ns/caps.h"
+#include "ns/pivot.h"
+#include "ns/seccomp.h"
+#include "overlay/kernel.h"
+#include "runtime/signals.h"
+
+#define EXIT_RUNTIME_ERROR 125
+
+extern char **environ;
+
+static const char *const CONTAINER_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+static void explain_mount_eperm(void)
+{
+	_cleanup_free_ char *restrict_flag = NULL;
+
+	if (read_file("/proc/sys/kernel/apparmor_restrict_unprivileged_userns", &restrict_flag, NULL) == 0 &&
+	    restrict_flag[0] == '1')
+		log_error("AppArmor restricts unprivileged user namespaces on this system "
+			  "(kernel.apparmor_restrict_unprivileged_userns=1); allow it with "
+			  "'sudo sysctl kernel.apparmor_restrict_unprivileged_userns=0' or an AppArmor profile "
+			  "that grants 'userns,' to this image");
+}
+
+static int mount_layers(const struct run_request *req, char ***ret_lowers, size_t *ret_n)
+{
+	const struct image *img = req->image;
+	struct owner_policy owner = {
+		.keep_ids = req->id_range,
+		.uid = getuid(),
+		.gid = getgid(),
+	};
+	char **lowers = xmalloc((img->n_layers + 2) * sizeof(char *));
+	size_t n = 0;
+
+	/* Kernel overlayfs takes the top layer first. */
+	for (size_t i = img->n_layers; i-- > 0;) {
+		const struct layer *layer = &img->layers[i];
+		char *mountpoint = xasprintf(STAGING_LAYERS "/%zu", i);
+		struct squashfs_mount *m;
+		int fd = img->fd;
+		int r;
+
+		if (!layer->embedded) {
+			fd = open(layer->path, O_RDONLY | O_CLOEXEC);
+			if (fd < 0) {
+				log_error("cannot open layer %zu '%s': %s", i, layer->path, strerror(errno));
+				return -errno;
+			}
+		}
+		if (mkdir(mountpoint, 0755) < 0)
+			return -errno;
+		r = squashfs_mount_start(fd, layer->offset, mountpoint, STAGING_HOST "/dev/fuse", &owner, &m);
+		if (r < 0)
+			return r;
+		log_debug("layer %zu: '%s' offset %" PRIu64 " size %" PRIu64 " on %s", i, layer->path, layer->offset,
+			  layer->size, mountpoint);
+		lowers[n++] = mountpoint;
+	}
+	lowers[n++] = xstrdup(STAGING_SKELETON);
+	*ret_lowers = lowers;
+	*ret_n = n;
+	return 0;
+}
+
+static int mount_overlay(const struct run_request *req, char **lowers, size_t n)
+{
+	_cleanup_free_ char *upper = xasprintf(STAGING_HOST "%s", req->upper_dir);
+	_cleanup_free_ char *work = xasprintf(STAGING_HOST "%s", req->work_dir);
+
+	switch (req->mode) {
+	case OVERLAY_BWRAP:
+		return overlay_mount_kernel((const char *const *)lowers, n, upper, work, STAGING_NEWROOT);
+	case OVERLAY_OVERLAYFS:
+	case OVERLAY_UNIONFS:
+	default:
+		log_error("the '%s' overlay backend is not available in this build; "
+			  "select the kernel backend with 'fim-overlay set bwrap' or FIM_OVERLAY=bwrap",
+			  overlay_mode_name(req->mode));
+		return -ENOTSUP;
+	}
+}
+
+/* Pick the working directory: the host's if it exists in the container,
+ * else HOME, else "/". Runs before the pivot, so it checks inside the new
+ * root by resolving in it. */
+static char *choose_cwd(const struct run_request *req)
+{
+	const char *candidates[] = { req->host_cwd, req->home };
+	_cleanup_close_ int root_fd = open(STAGING_NEWROOT, O_PATH | O_DIRECTORY | O_CLOEXEC);
+
+	for (size_t i = 0; i < ARRAY_SIZE(candidates); i++) {
+		int fd;
+
+		if (!candidates[i] || candidates[i][0] != '/')
+			continue;
+		fd = open_in_root(root_fd, candidates[i], O_PATH | O_DIRECTORY);
+		if (fd >= 0) {
+			close(fd);
+			return xstrdup(candidates[i]);
+		}
+	}
+	return xstrdup("/");
+}
+
+static void setup_environment(const struct run_request *req)
+{
+	_cleanup_free_ char *path = NULL;
+
+	if (req->host_path && *req->host_path)
+		path = xasprintf("%s:%s", CONTAINER_PATH, req->host_path);
+	else
+		path = xstrdup(CONTAINER_PATH);
+	setenv("PATH", path, 1);
+	setenv("HOME", req->home, 1);
+	setenv("USER", req->user_name, 1);
+	setenv("LOGNAME", req->user_name, 1);
+	setenv("FIM_FILE_BINARY", req->image->path, 1);
+}
+
+/* The program process: runs after the pivot, inside every namespace. */
+static _Noreturn void exec_program(const struct run_request *req, const char *cwd)
+{
+	char **argv = req->argv;
+	_cleanup_free_ char *resolved = NULL;
+	char **boot_argv = NULL;
+	sigset_t none;
+	int r;
+
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+	signals_reset_dispositions();
+
+	setup_environment(req);
+	if (chdir(cwd) < 0 && chdir("/") < 0)
+		_exit(EXIT_RUNTIME_ERROR);
+
+	if (req->boot) {
+		size_t argc = 0;
+
+		while (argv[argc])
+			argc++;
+		boot_argv = xmalloc((argc + 2) * sizeof(char *));
+		boot_argv[0] = access("/bin/bash", X_OK) == 0 ? "bash" : "sh";
+		memcpy(boot_argv + 1, argv, (argc + 1) * sizeof(char *));
+		argv = boot_argv;
+	}
+
+	if (req->as_root) {
+		if (!req->id_range && seccomp_install_fakeroot() < 0)
+			_exit(EXIT_RUNTIME_ERROR);
+	} else if (caps_drop_all() < 0) {
+		_exit(EXIT_RUNTIME_ERROR);
+	}
+
+	r = find_in_path(argv[0], getenv("PATH"), &resolved);
+	if (r == -ENOENT) {
+		log_error("command not found: '%s'", argv[0]);
+		_exit(127);
+	}
+	if (r < 0) {
+		log_error("cannot execute '%s': %s", argv[0], strerror(-r));
+		_exit(126);
+	}
+	execve(resolved, argv, environ);
+	r = errno;
+	log_error("cannot execute '%s': %s", resolved, strerror(r));
+	_exit(r == ENOENT ? 127 : 126);
+}
+
+static int exit_code_from_status(int status)
+{
+	if (WIFEXITED(status))
+		return WEXITSTATUS(status);
+	if (WIFSIGNALED(status))
+		return 128 + WTERMSIG(status);
+	return EXIT_RUNTIME_ERROR;
+}
+
+/* Forward signals to the program and reap every child until the program
+ * exits. As pid 1 this process also collects orphans of the container. */
+static _Noreturn void supervise_program(pid_t program)
+{
+	sigset_t set;
+
+	signals_forwarded_set(&set);
+	for (;;) {
+		siginfo_t info;
+		int sig = sigwaitinfo(&set, &info);
+
+		if (sig < 0)
+			continue;
+		if (sig != SIGCHLD) {
+			if (signals_should_forward(&info))
+				kill(program, sig);
+			continue;
+		}
+		for (;;) {
+			int status;
+			pid_t pid = waitpid(-1, &status, WNOHANG);
+
+			if (pid <= 0)
+				break;
+			if (pid == program)
+				_exit(exit_code_from_status(status));
+		}
+	}
+}
+
+_Noreturn void container_init(const struct run_request *req, int sync_fd)
+{
+	struct rootfs_identity id = {
+		.uid = getuid(),
+		.gid = getgid(),
+		.user_name = req->user_name,
+		.home = req->home,
+	};
+	_cleanup_free_ char *cwd = NULL;
+	char **lowers = NULL;
+	size_t n_lowers = 0;
+	char byte;
+	pid_t program;
+
+	/* Entered in new user, mount and pid namespaces, before the id maps
+	 * exist. Die with the supervisor; then wait until it has written the
+	 * maps. EOF means it died before that. */
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	if (read(sync_fd, &byte, 1) != 1)
+		_exit(EXIT_RUNTIME_ERROR);
+	close(sync_fd);
+	/* Now uid and gid are the mapped ones, with every capability in the new
+	 * user namespace. */
+	id.uid = getuid();
+	id.gid = getgid();
+
+	if (rootfs_enter_staging() < 0) {
+		if (errno == EPERM)
+			explain_mount_eperm();
+		_exit(EXIT_RUNTIME_ERROR);
+	}
+	if (mount_layers(req, &lowers, &n_lowers) < 0 || rootfs_make_skeleton(&id, req->host_cwd) < 0 ||
+	    mount_overlay(req, lowers, n_lowers) < 0 || rootfs_populate(&id) < 0)
+		_exit(EXIT_RUNTIME_ERROR);
+	cwd = choose_cwd(req);
+	if (pivot_into(STAGING_NEWROOT) < 0)
+		_exit(EXIT_RUNTIME_ERROR);
+
+	program = fork();
+	if (program < 0) {
+		log_error("cannot start the program: %s", strerror(errno));
+		_exit(EXIT_RUNTIME_ERROR);
+	}
+	if (program == 0)
+		exec_program(req, cwd);
+	supervise_program(program);
+}
