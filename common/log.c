@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 static enum log_level max_level = LOG_LEVEL_INFO;
@@ -38,7 +39,16 @@ void log_message(enum log_level level, const char *fmt, ...)
 	if (level > max_level)
 		return;
 
-	n = snprintf(line, sizeof(line), "flatimage: %s", prefix[level]);
+	if (level == LOG_LEVEL_DEBUG) {
+		struct timespec now;
+
+		/* Monotonic milliseconds make start-up phases easy to time. */
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		n = snprintf(line, sizeof(line), "flatimage: [%ld.%03ld] %s", (long)now.tv_sec % 1000,
+			     now.tv_nsec / 1000000, prefix[level]);
+	} else {
+		n = snprintf(line, sizeof(line), "flatimage: %s", prefix[level]);
+	}
 	va_start(ap, fmt);
 	vsnprintf(line + n, sizeof(line) - (size_t)n - 1, fmt, ap);
 	va_end(ap);

@@ -180,6 +180,7 @@ static _Noreturn void exec_program(const struct run_request *req, const char *cw
 		log_error("cannot execute '%s': %s", argv[0], strerror(-r));
 		_exit(126);
 	}
+	log_debug("program: executing '%s'", resolved);
 	execve(resolved, argv, environ);
 	r = errno;
 	log_error("cannot execute '%s': %s", resolved, strerror(r));
@@ -219,8 +220,10 @@ static _Noreturn void supervise_program(pid_t program)
 
 			if (pid <= 0)
 				break;
-			if (pid == program)
+			if (pid == program) {
+				log_debug("init: the program exited with status %d", exit_code_from_status(status));
 				_exit(exit_code_from_status(status));
+			}
 		}
 	}
 }
@@ -251,6 +254,7 @@ _Noreturn void container_init(const struct run_request *req, int sync_fd)
 	id.uid = getuid();
 	id.gid = getgid();
 
+	log_debug("init: id maps written, mounting");
 	if (rootfs_enter_staging() < 0) {
 		if (errno == EPERM)
 			explain_mount_eperm();
@@ -259,6 +263,7 @@ _Noreturn void container_init(const struct run_request *req, int sync_fd)
 	if (mount_layers(req, &lowers, &n_lowers) < 0 || rootfs_make_skeleton(&id, req->host_cwd) < 0 ||
 	    mount_overlay(req, lowers, n_lowers) < 0 || rootfs_populate(&id) < 0)
 		_exit(EXIT_RUNTIME_ERROR);
+	log_debug("init: root file system ready");
 	cwd = choose_cwd(req);
 	if (pivot_into(STAGING_NEWROOT) < 0)
 		_exit(EXIT_RUNTIME_ERROR);
@@ -270,5 +275,6 @@ _Noreturn void container_init(const struct run_request *req, int sync_fd)
 	}
 	if (program == 0)
 		exec_program(req, cwd);
+	log_debug("init: started the program as pid %d", (int)program);
 	supervise_program(program);
 }

@@ -172,6 +172,7 @@ int container_run(const struct run_request *req)
 	pid_t child;
 	int code;
 
+	log_debug("supervisor: starting");
 	if (check_dev_fuse() < 0)
 		return EXIT_RUNTIME_ERROR;
 	if (create_work_dir(req, &lock_fd) < 0)
@@ -212,7 +213,9 @@ int container_run(const struct run_request *req)
 	close(sync_pipe[1]);
 
 	code = wait_for_init(child);
+	log_debug("supervisor: init exited with status %d", code);
 	remove_work_dir(req, lock_fd);
+	log_debug("supervisor: removed the work directory");
 	sigprocmask(SIG_SETMASK, &old, NULL);
 	return code;
 }
