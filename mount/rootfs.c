@@ -82,6 +82,22 @@ static int skeleton_file(const char *path, mode_t mode)
 	return 0;
 }
 
+#define APT_SANDBOX_CONFIG "/etc/apt/apt.conf.d/00flatimage-single-id"
+
+static bool image_has_apt(void)
+{
+	_cleanup_closedir_ DIR *layers = opendir(STAGING_LAYERS);
+	struct dirent *de;
+
+	while (layers && (de = readdir(layers))) {
+		_cleanup_free_ char *apt = xasprintf(STAGING_LAYERS "/%s/etc/apt", de->d_name);
+
+		if (de->d_name[0] != '.' && access(apt, F_OK) == 0)
+			return true;
+	}
+	return false;
+}
+
 int rootfs_make_skeleton(const struct rootfs_identity *id, const char *host_cwd)
 {
 	static const char *const dirs[] = { "/proc", "/dev", "/sys", "/tmp", "/etc", "/root", "/home", "/run" };
@@ -113,6 +129,16 @@ int rootfs_make_skeleton(const struct rootfs_identity *id, const char *host_cwd)
 			log_debug("cannot chown the skeleton home '%s': %s", full, strerror(errno));
 	}
 	(void)host_cwd;
+	if (id->single_id_root && image_has_apt()) {
+		r = skeleton_file(APT_SANDBOX_CONFIG, 0644);
+		if (r >= 0)
+			r = write_file(STAGING_SKELETON APT_SANDBOX_CONFIG,
+				       "// Written by the flatimage runtime for fim-root with a single mapped id:\n"
+				       "// apt cannot switch to its _apt user, whose id does not exist here.\n"
+				       "APT::Sandbox::User \"root\";\n");
+		if (r < 0)
+			return r;
+	}
 	return 0;
 }
 

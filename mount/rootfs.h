@@ -18,6 +18,9 @@ struct rootfs_identity {
 	gid_t gid;
 	const char *user_name;
 	const char *home;
+	/* Root with one mapped id: the ids of system users do not exist, so
+	 * apt must not try to drop privileges to its _apt sandbox user. */
+	bool single_id_root;
 };
 
 /* Entered with: new user and mount namespaces, full capabilities there, the

@@ -235,6 +235,7 @@ _Noreturn void container_init(const struct run_request *req, int sync_fd)
 		.gid = getgid(),
 		.user_name = req->user_name,
 		.home = req->home,
+		.single_id_root = req->as_root && !req->id_range,
 	};
 	_cleanup_free_ char *cwd = NULL;
 	char **lowers = NULL;
