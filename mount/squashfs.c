@@ -43,6 +43,19 @@ struct squashfs_mount {
 	bool has_xattrs;
 };
 
+/* The /dev/fuse descriptors of every mounted layer, for
+ * squashfs_close_connections(). */
+#define MAX_CONNECTIONS 4096
+static int connection_fds[MAX_CONNECTIONS];
+static size_t n_connections;
+
+void squashfs_close_connections(void)
+{
+	for (size_t i = 0; i < n_connections; i++)
+		close(connection_fds[i]);
+	n_connections = 0;
+}
+
 static void apply_owner(const struct squashfs_mount *m, struct stat *st)
 {
 	if (m->owner.keep_ids)
@@ -198,6 +211,12 @@ int squashfs_mount_start(int image_fd, uint64_t offset, const char *mountpoint, 
 		log_error("cannot open '%s': %s", dev_fuse, strerror(errno));
 		goto fail;
 	}
+	if (n_connections == MAX_CONNECTIONS) {
+		log_error("cannot mount more than %d layers", MAX_CONNECTIONS);
+		r = -EMFILE;
+		goto fail;
+	}
+	connection_fds[n_connections++] = m->fuse_fd;
 	snprintf(options, sizeof(options),
 		 "fd=%d,rootmode=40000,user_id=%u,group_id=%u,allow_other,default_permissions", m->fuse_fd,
 		 (unsigned)getuid(), (unsigned)getgid());

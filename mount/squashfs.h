@@ -23,3 +23,9 @@ struct owner_policy {
  * namespace that owns the current mount namespace. */
 int squashfs_mount_start(int image_fd, uint64_t offset, const char *mountpoint, const char *dev_fuse,
 			 const struct owner_policy *owner, struct squashfs_mount **ret);
+
+/* Close every FUSE connection this process serves, in a child that is
+ * about to run something else. A child that kept them open would keep the
+ * connections alive after the serving threads die, and requests to the
+ * layers would then block forever instead of failing. */
+void squashfs_close_connections(void);

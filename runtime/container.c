@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
@@ -19,6 +20,7 @@
 #include "ns/caps.h"
 #include "ns/pivot.h"
 #include "ns/seccomp.h"
+#include "overlay/helper.h"
 #include "overlay/kernel.h"
 #include "runtime/signals.h"
 
@@ -81,22 +83,44 @@ static int mount_layers(const struct run_request *req, char ***ret_lowers, size_
 	return 0;
 }
 
+/* The FUSE backend's helper, watched by supervise_program(). */
+static struct overlay_helper helper;
+
+/* Helpers are host programs: link the host directories they need into the
+ * staging root, so their libraries and /dev/fuse resolve while the staging
+ * paths of the layers stay valid. The program never sees the staging root. */
+static int link_host_tree_for_helpers(void)
+{
+	static const char *const names[] = { "usr", "lib", "lib64", "lib32", "libx32", "bin", "sbin", "etc", "dev", "proc" };
+
+	for (size_t i = 0; i < ARRAY_SIZE(names); i++) {
+		_cleanup_free_ char *host = xasprintf(STAGING_HOST "/%s", names[i]);
+		_cleanup_free_ char *link = xasprintf("/%s", names[i]);
+
+		if (access(host, F_OK) == 0 && symlink(host, link) < 0)
+			return -errno;
+	}
+	return 0;
+}
+
 static int mount_overlay(const struct run_request *req, char **lowers, size_t n)
 {
 	_cleanup_free_ char *upper = xasprintf(STAGING_HOST "%s", req->upper_dir);
 	_cleanup_free_ char *work = xasprintf(STAGING_HOST "%s", req->work_dir);
+	_cleanup_free_ char *log_display = NULL;
+	_cleanup_free_ char *log_path = NULL;
+	int r;
 
-	switch (req->mode) {
-	case OVERLAY_BWRAP:
+	if (req->mode == OVERLAY_BWRAP)
 		return overlay_mount_kernel((const char *const *)lowers, n, upper, work, STAGING_NEWROOT);
-	case OVERLAY_OVERLAYFS:
-	case OVERLAY_UNIONFS:
-	default:
-		log_error("the '%s' overlay backend is not available in this build; "
-			  "select the kernel backend with 'fim-overlay set bwrap' or FIM_OVERLAY=bwrap",
-			  overlay_mode_name(req->mode));
-		return -ENOTSUP;
-	}
+
+	log_display = xasprintf("%s/logs/%s.log", req->data_dir, overlay_mode_name(req->mode));
+	log_path = xasprintf(STAGING_HOST "%s", log_display);
+	r = link_host_tree_for_helpers();
+	if (r < 0)
+		return r;
+	return overlay_helper_start(req->mode, (const char *const *)lowers, n, upper, work, STAGING_NEWROOT, log_path,
+				    log_display, &helper);
 }
 
 /* Pick the working directory: the host's if it exists in the container,
@@ -220,6 +244,11 @@ static _Noreturn void supervise_program(pid_t program)
 
 			if (pid <= 0)
 				break;
+			if (helper.pid > 0 && pid == helper.pid) {
+				overlay_helper_report_exit(&helper, status);
+				kill(program, SIGKILL);
+				_exit(EXIT_RUNTIME_ERROR);
+			}
 			if (pid == program) {
 				log_debug("init: the program exited with status %d", exit_code_from_status(status));
 				_exit(exit_code_from_status(status));
@@ -266,16 +295,25 @@ _Noreturn void container_init(const struct run_request *req, int sync_fd)
 		_exit(EXIT_RUNTIME_ERROR);
 	log_debug("init: root file system ready");
 	cwd = choose_cwd(req);
-	if (pivot_into(STAGING_NEWROOT) < 0)
-		_exit(EXIT_RUNTIME_ERROR);
 
 	program = fork();
 	if (program < 0) {
 		log_error("cannot start the program: %s", strerror(errno));
 		_exit(EXIT_RUNTIME_ERROR);
 	}
-	if (program == 0)
+	if (program == 0) {
+		squashfs_close_connections();
+		/* pivot_root() moves the root of every process in the mount
+		 * namespace, and the FUSE helper must keep the staging root, so
+		 * the program pivots in a copy of the namespace of its own. */
+		if (unshare(CLONE_NEWNS) < 0) {
+			log_error("cannot create the program's mount namespace: %s", strerror(errno));
+			_exit(EXIT_RUNTIME_ERROR);
+		}
+		if (pivot_into(STAGING_NEWROOT) < 0)
+			_exit(EXIT_RUNTIME_ERROR);
 		exec_program(req, cwd);
+	}
 	log_debug("init: started the program as pid %d", (int)program);
 	supervise_program(program);
 }

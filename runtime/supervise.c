@@ -99,6 +99,11 @@ static int create_work_dir(const struct run_request *req, int *ret_lock_fd)
 	r = mkdir_p(work_root, 0700);
 	if (r >= 0)
 		r = mkdir_p(req->upper_dir, 0755);
+	if (r >= 0 && req->mode != OVERLAY_BWRAP) {
+		_cleanup_free_ char *logs = xasprintf("%s/logs", req->data_dir);
+
+		r = mkdir_p(logs, 0755);
+	}
 	if (r < 0) {
 		log_error("cannot create the data directory '%s': %s; set FIM_DIR_DATA to a writable directory",
 			  req->data_dir, strerror(-r));
