@@ -22,6 +22,8 @@
 #include "ns/seccomp.h"
 #include "overlay/helper.h"
 #include "overlay/kernel.h"
+#include "overlay/upper.h"
+#include <sys/file.h>
 #include "runtime/signals.h"
 
 #define EXIT_RUNTIME_ERROR 125
@@ -103,6 +105,74 @@ static int link_host_tree_for_helpers(void)
 	return 0;
 }
 
+/* Bring the writable layer into the format the backend reads, recording
+ * the target format first, so a run killed halfway is repaired by the next
+ * one (both conversions accept a mix of formats). */
+static int prepare_upper(const struct run_request *req, char **lowers, size_t n)
+{
+	_cleanup_free_ char *data_dir = xasprintf(STAGING_HOST "%s", req->data_dir);
+	_cleanup_free_ char *upper = xasprintf(STAGING_HOST "%s", req->upper_dir);
+	_cleanup_free_ char *state = NULL;
+	const char *target = req->mode == OVERLAY_BWRAP ? UPPER_STATE_CANONICAL : overlay_mode_name(req->mode);
+	bool upgraded = false;
+	int r;
+
+	r = upper_read_state(data_dir, &state);
+	if (r < 0)
+		return r;
+	if (strcmp(state, target) == 0)
+		return 0;
+	log_debug("converting the writable layer from the %s format for %s", state, target);
+
+	if (req->mode == OVERLAY_BWRAP) {
+		/* Other kernel-backend instances share the lock; converting
+		 * needs the layer to itself. */
+		if (flock(req->upper_lock_fd, LOCK_EX | LOCK_NB) < 0) {
+			log_error("the writable layer in '%s' must be converted after a run with another backend, but "
+				  "another instance is using it; close it and retry",
+				  req->data_dir);
+			return -EBUSY;
+		}
+		upgraded = true;
+	}
+	if (strcmp(state, UPPER_STATE_CANONICAL) != 0) {
+		r = upper_to_canonical(upper, (const char *const *)lowers, n);
+		if (r >= 0)
+			r = upper_write_state(data_dir, UPPER_STATE_CANONICAL);
+	}
+	if (r >= 0 && req->mode != OVERLAY_BWRAP)
+		r = upper_write_state(data_dir, target);
+	if (r >= 0 && req->mode == OVERLAY_UNIONFS)
+		r = upper_to_unionfs(upper);
+	if (upgraded)
+		flock(req->upper_lock_fd, LOCK_SH);
+	return r;
+}
+
+/* After the program: stop the FUSE helper, so nothing writes to the upper
+ * directory any more, and convert it back to the canonical format. */
+static void finish_upper(const struct run_request *req, char **lowers, size_t n)
+{
+	_cleanup_free_ char *data_dir = xasprintf(STAGING_HOST "%s", req->data_dir);
+	_cleanup_free_ char *upper = xasprintf(STAGING_HOST "%s", req->upper_dir);
+
+	if (helper.pid <= 0)
+		return;
+	kill(helper.pid, SIGTERM);
+	for (int i = 0; i < 200; i++) {
+		if (waitpid(helper.pid, NULL, WNOHANG) == helper.pid)
+			break;
+		if (i == 199) {
+			kill(helper.pid, SIGKILL);
+			waitpid(helper.pid, NULL, 0);
+		}
+		usleep(10 * 1000);
+	}
+	helper.pid = 0;
+	if (upper_to_canonical(upper, (const char *const *)lowers, n) >= 0)
+		upper_write_state(data_dir, UPPER_STATE_CANONICAL);
+}
+
 static int mount_overlay(const struct run_request *req, char **lowers, size_t n)
 {
 	_cleanup_free_ char *upper = xasprintf(STAGING_HOST "%s", req->upper_dir);
@@ -111,6 +181,9 @@ static int mount_overlay(const struct run_request *req, char **lowers, size_t n)
 	_cleanup_free_ char *log_path = NULL;
 	int r;
 
+	r = prepare_upper(req, lowers, n);
+	if (r < 0)
+		return r;
 	if (req->mode == OVERLAY_BWRAP)
 		return overlay_mount_kernel((const char *const *)lowers, n, upper, work, STAGING_NEWROOT);
 
@@ -222,7 +295,7 @@ static int exit_code_from_status(int status)
 
 /* Forward signals to the program and reap every child until the program
  * exits. As pid 1 this process also collects orphans of the container. */
-static _Noreturn void supervise_program(pid_t program)
+static _Noreturn void supervise_program(const struct run_request *req, pid_t program, char **lowers, size_t n_lowers)
 {
 	sigset_t set;
 
@@ -250,8 +323,11 @@ static _Noreturn void supervise_program(pid_t program)
 				_exit(EXIT_RUNTIME_ERROR);
 			}
 			if (pid == program) {
-				log_debug("init: the program exited with status %d", exit_code_from_status(status));
-				_exit(exit_code_from_status(status));
+				int code = exit_code_from_status(status);
+
+				log_debug("init: the program exited with status %d", code);
+				finish_upper(req, lowers, n_lowers);
+				_exit(code);
 			}
 		}
 	}
@@ -315,5 +391,5 @@ _Noreturn void container_init(const struct run_request *req, int sync_fd)
 		exec_program(req, cwd);
 	}
 	log_debug("init: started the program as pid %d", (int)program);
-	supervise_program(program);
+	supervise_program(req, program, lowers, n_lowers);
 }

@@ -37,6 +37,7 @@ struct run_request {
 	const char *home;      /* inside the container */
 	const char *host_cwd;
 	const char *host_path; /* the host's PATH, appended to the container's */
+	int upper_lock_fd;     /* flock on the writable layer, taken by the supervisor */
 };
 
 /* Run the request and return the exit status for the runtime: the

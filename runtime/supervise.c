@@ -8,6 +8,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <stdbool.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -135,6 +136,37 @@ static void remove_work_dir(const struct run_request *req, int lock_fd)
 	close(lock_fd);
 }
 
+/* Lock the writable layer: shared for the kernel backend, which several
+ * instances may use at once, and exclusive for the FUSE backends, whose
+ * on-disk format is converted before and after each run. */
+static int lock_upper(const struct run_request *req, int *ret_fd)
+{
+	_cleanup_free_ char *path = xasprintf("%s/upper.lock", req->data_dir);
+	bool exclusive = req->mode != OVERLAY_BWRAP;
+	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+
+	if (fd < 0) {
+		log_error("cannot open '%s': %s", path, strerror(errno));
+		return -errno;
+	}
+	if (flock(fd, (exclusive ? LOCK_EX : LOCK_SH) | LOCK_NB) < 0) {
+		int r = -errno;
+
+		if (errno == EWOULDBLOCK)
+			log_error("the writable layer in '%s' is in use by another instance of this image%s; close it or "
+				  "set FIM_DIR_DATA to another directory for this run",
+				  req->data_dir,
+				  exclusive ? ", and the fuse-overlayfs and unionfs backends need it to themselves"
+					    : " that runs with a FUSE backend");
+		else
+			log_error("cannot lock '%s': %s", path, strerror(errno));
+		close(fd);
+		return r;
+	}
+	*ret_fd = fd;
+	return 0;
+}
+
 static int write_id_maps(const struct run_request *req, pid_t child)
 {
 	if (req->id_range)
@@ -169,8 +201,10 @@ static int wait_for_init(pid_t child)
 	}
 }
 
-int container_run(const struct run_request *req)
+int container_run(const struct run_request *request)
 {
+	struct run_request copy = *request;
+	struct run_request *req = &copy;
 	int sync_pipe[2];
 	int lock_fd = -1;
 	sigset_t set, old;
@@ -182,6 +216,10 @@ int container_run(const struct run_request *req)
 		return EXIT_RUNTIME_ERROR;
 	if (create_work_dir(req, &lock_fd) < 0)
 		return EXIT_RUNTIME_ERROR;
+	if (lock_upper(req, &req->upper_lock_fd) < 0) {
+		remove_work_dir(req, lock_fd);
+		return EXIT_RUNTIME_ERROR;
+	}
 	if (pipe2(sync_pipe, O_CLOEXEC) < 0) {
 		remove_work_dir(req, lock_fd);
 		return EXIT_RUNTIME_ERROR;
