@@ -10,7 +10,7 @@
 int overlay_mount_kernel(const char *const *lowers, size_t n_lowers, const char *upper, const char *work,
 			 const char *target)
 {
-	size_t len = 64 + strlen(upper) + strlen(work);
+	size_t len = 64 + (upper ? strlen(upper) + strlen(work) : 0);
 	_cleanup_free_ char *options = NULL;
 	char *p;
 
@@ -20,10 +20,13 @@ int overlay_mount_kernel(const char *const *lowers, size_t n_lowers, const char 
 	p = options + sprintf(options, "lowerdir=");
 	for (size_t i = 0; i < n_lowers; i++)
 		p += sprintf(p, "%s%s", i ? ":" : "", lowers[i]);
-	sprintf(p, ",upperdir=%s,workdir=%s,userxattr", upper, work);
+	if (upper)
+		sprintf(p, ",upperdir=%s,workdir=%s,userxattr", upper, work);
+	else
+		sprintf(p, ",userxattr");
 
 	log_debug("mounting kernel overlayfs on '%s' with %s", target, options);
-	if (mount("overlay", target, "overlay", MS_NOSUID, options) < 0) {
+	if (mount("overlay", target, "overlay", MS_NOSUID | (upper ? 0 : MS_RDONLY), options) < 0) {
 		int r = -errno;
 
 		log_error("cannot mount kernel overlayfs on '%s': %s (options: %s)%s", target, strerror(errno), options,

@@ -173,12 +173,15 @@ static void finish_upper(const struct run_request *req, char **lowers, size_t n)
 		upper_write_state(data_dir, UPPER_STATE_CANONICAL);
 }
 
+#define STAGING_MERGED_LOWERS "/lowers"
+
 static int mount_overlay(const struct run_request *req, char **lowers, size_t n)
 {
 	_cleanup_free_ char *upper = xasprintf(STAGING_HOST "%s", req->upper_dir);
 	_cleanup_free_ char *work = xasprintf(STAGING_HOST "%s", req->work_dir);
 	_cleanup_free_ char *log_display = NULL;
 	_cleanup_free_ char *log_path = NULL;
+	const char *merged_lowers[] = { STAGING_MERGED_LOWERS };
 	int r;
 
 	r = prepare_upper(req, lowers, n);
@@ -187,13 +190,23 @@ static int mount_overlay(const struct run_request *req, char **lowers, size_t n)
 	if (req->mode == OVERLAY_BWRAP)
 		return overlay_mount_kernel((const char *const *)lowers, n, upper, work, STAGING_NEWROOT);
 
+	/* The helpers get the layers as one read-only kernel overlay. Layers
+	 * made by a commit keep deletions as kernel whiteouts and opaque
+	 * xattrs, which unionfs-fuse does not understand; the kernel applies
+	 * them here and hides the markers. */
+	if (mkdir(STAGING_MERGED_LOWERS, 0755) < 0)
+		return -errno;
+	r = overlay_mount_kernel((const char *const *)lowers, n, NULL, NULL, STAGING_MERGED_LOWERS);
+	if (r < 0)
+		return r;
+
 	log_display = xasprintf("%s/logs/%s.log", req->data_dir, overlay_mode_name(req->mode));
 	log_path = xasprintf(STAGING_HOST "%s", log_display);
 	r = link_host_tree_for_helpers();
 	if (r < 0)
 		return r;
-	return overlay_helper_start(req->mode, (const char *const *)lowers, n, upper, work, STAGING_NEWROOT, log_path,
-				    log_display, &helper);
+	return overlay_helper_start(req->mode, merged_lowers, 1, upper, work, STAGING_NEWROOT, log_path, log_display,
+				    &helper);
 }
 
 /* Pick the working directory: the host's if it exists in the container,
