@@ -98,7 +98,7 @@ static bool image_has_apt(void)
 	return false;
 }
 
-int rootfs_make_skeleton(const struct rootfs_identity *id, const char *host_cwd)
+int rootfs_make_skeleton(const struct rootfs_identity *id)
 {
 	static const char *const dirs[] = { "/proc", "/dev", "/sys", "/tmp", "/etc", "/root", "/home", "/run" };
 	static const char *const files[] = { "/etc/resolv.conf", "/etc/hosts", "/etc/passwd", "/etc/group" };
@@ -117,18 +117,6 @@ int rootfs_make_skeleton(const struct rootfs_identity *id, const char *host_cwd)
 		if (r < 0)
 			return r;
 	}
-	/* The home directory exists so programs that write dot files work; it
-	 * stays in this bottom layer until something is written into it. */
-	if (id->home && id->home[0] == '/' && strcmp(id->home, "/") != 0) {
-		_cleanup_free_ char *full = xasprintf(STAGING_SKELETON "%s", id->home);
-
-		r = mkdir_p(full, 0755);
-		if (r < 0)
-			return r;
-		if (chown(full, id->uid, id->gid) < 0)
-			log_debug("cannot chown the skeleton home '%s': %s", full, strerror(errno));
-	}
-	(void)host_cwd;
 	if (id->single_id_root && image_has_apt()) {
 		r = skeleton_file(APT_SANDBOX_CONFIG, 0644);
 		if (r >= 0)

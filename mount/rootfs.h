@@ -32,7 +32,7 @@ int rootfs_enter_staging(void);
 /* Build the bottom layer of the overlay: empty directories and files that
  * serve as mount points, so mounting over them never creates a file in the
  * writable layer. */
-int rootfs_make_skeleton(const struct rootfs_identity *id, const char *host_cwd);
+int rootfs_make_skeleton(const struct rootfs_identity *id);
 
 /* Mount /proc, /dev, /sys, /tmp, and the host's resolv.conf and hosts into
  * STAGING_NEWROOT, and bind generated passwd and group files that keep the

@@ -379,7 +379,7 @@ _Noreturn void container_init(const struct run_request *req, int sync_fd)
 			explain_mount_eperm();
 		_exit(EXIT_RUNTIME_ERROR);
 	}
-	if (mount_layers(req, &lowers, &n_lowers) < 0 || rootfs_make_skeleton(&id, req->host_cwd) < 0 ||
+	if (mount_layers(req, &lowers, &n_lowers) < 0 || rootfs_make_skeleton(&id) < 0 ||
 	    mount_overlay(req, lowers, n_lowers) < 0 || rootfs_populate(&id) < 0)
 		_exit(EXIT_RUNTIME_ERROR);
 	log_debug("init: root file system ready");

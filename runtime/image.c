@@ -57,33 +57,35 @@ void image_add_layer(struct image *img, const char *path, uint64_t offset, uint6
 	};
 }
 
-int layer_validate(int fd, uint64_t offset, uint64_t size, const char *what)
+int layer_check(int fd, uint64_t offset, uint64_t size, char **ret_reason)
 {
 	struct squashfs_super_block sb;
 	sqfs fs;
 	sqfs_err err;
 	int r;
 
+	*ret_reason = NULL;
 	if (size < SQUASHFS_SUPERBLOCK_SIZE) {
-		log_error("%s is not a squashfs image: %" PRIu64 " bytes is smaller than a superblock", what, size);
+		*ret_reason = xasprintf("is not a squashfs image: %" PRIu64 " bytes is smaller than a superblock", size);
 		return -EINVAL;
 	}
 	r = pread_all(fd, &sb, sizeof(sb), (off_t)offset);
 	if (r < 0) {
-		log_error("cannot read the superblock of %s: %s", what, strerror(-r));
+		*ret_reason = xasprintf("cannot be read: %s", strerror(-r));
 		return r;
 	}
 	if (le32toh(sb.s_magic) != SQUASHFS_MAGIC) {
-		log_error("%s is not a squashfs image (bad magic); create one with 'fim-layer create DIR FILE'", what);
+		*ret_reason = xstrdup("is not a squashfs image (bad magic); create one with 'fim-layer create DIR FILE'");
 		return -EINVAL;
 	}
 	if (le16toh(sb.s_major) != 4) {
-		log_error("%s is squashfs version %u, but only version 4 is supported", what, le16toh(sb.s_major));
+		*ret_reason = xasprintf("is squashfs version %u, but only version 4 is supported", le16toh(sb.s_major));
 		return -EINVAL;
 	}
 	if (le64toh(sb.bytes_used) > size) {
-		log_error("%s is truncated: the superblock declares %" PRIu64 " bytes but only %" PRIu64 " are present",
-			  what, (uint64_t)le64toh(sb.bytes_used), size);
+		*ret_reason = xasprintf("is truncated: the superblock declares %" PRIu64 " bytes but only %" PRIu64
+					" are present",
+					(uint64_t)le64toh(sb.bytes_used), size);
 		return -EINVAL;
 	}
 
@@ -91,14 +93,23 @@ int layer_validate(int fd, uint64_t offset, uint64_t size, const char *what)
 	 * would, so a layer that would fail at run time fails here. */
 	memset(&fs, 0, sizeof(fs));
 	err = sqfs_init(&fs, fd, (size_t)offset);
+	sqfs_destroy(&fs);
 	if (err != SQFS_OK) {
-		log_error("%s is not a usable squashfs image (libsquashfuse error %d: %s)", what, err,
-			  err == SQFS_BADCOMP ? "unsupported compression" : "damaged or unsupported format");
-		sqfs_destroy(&fs);
+		*ret_reason = xasprintf("is not a usable squashfs image (libsquashfuse error %d: %s)", err,
+					err == SQFS_BADCOMP ? "unsupported compression" : "damaged or unsupported format");
 		return -EINVAL;
 	}
-	sqfs_destroy(&fs);
 	return 0;
+}
+
+int layer_validate(int fd, uint64_t offset, uint64_t size, const char *what)
+{
+	_cleanup_free_ char *reason = NULL;
+	int r = layer_check(fd, offset, size, &reason);
+
+	if (r < 0)
+		log_error("%s %s", what, reason);
+	return r;
 }
 
 /* Trim a torn tail left by an interrupted append. Only a process that gets
@@ -148,8 +159,17 @@ static int image_scan_layers(struct image *img)
 			return r;
 		}
 		size = le64toh(size_le);
-		if (size == 0 || size > img->file_size - off - LAYER_HEADER_SIZE)
-			break; /* torn tail: the append never completed */
+		/* An append writes the size last, so an interrupted one leaves
+		 * zero. A non-zero size that runs past the end is damage, and
+		 * trimming it could delete a valid layer. */
+		if (size == 0)
+			break;
+		if (size > img->file_size - off - LAYER_HEADER_SIZE) {
+			log_error("layer %zu at offset %" PRIu64 " of '%s' declares %" PRIu64 " bytes, but only %" PRIu64
+				  " remain in the file; the image is damaged. Restore it from a copy",
+				  index, off + LAYER_HEADER_SIZE, img->path, size, img->file_size - off - LAYER_HEADER_SIZE);
+			return -EUCLEAN;
+		}
 
 		what = xasprintf("layer %zu at offset %" PRIu64 " of '%s'", index, off + LAYER_HEADER_SIZE,
 				 img->path);

@@ -58,6 +58,10 @@ int elf_size(int fd, uint64_t *ret);
 int image_open(const char *path, struct image *ret);
 void image_close(struct image *img);
 
+/* Check a layer without logging; *ret_reason (owned by the caller) says
+ * what is wrong, phrased to follow the layer's name. */
+int layer_check(int fd, uint64_t offset, uint64_t size, char **ret_reason);
+
 /* Check that the bytes at [offset, offset + size) of fd hold a complete
  * squashfs image that libsquashfuse can open. `what` names the source in
  * error messages. */
