@@ -29,7 +29,11 @@ static const struct help_entry entries[] = {
 	  "       fim-layer add FILE\n"
 	  "         Validate the squashfs image FILE and append it to this image as the top layer.\n"
 	  "       fim-layer list\n"
-	  "         Print index:offset:size:path for every layer, bottom first.\n" },
+	  "         Print index:offset:size:path for every layer, bottom first: the image's layers,\n"
+	  "         then FIM_LAYERS entries, then committed layers in the data directory.\n"
+	  "       fim-layer commit binary|layer|file PATH\n"
+	  "         Freeze the writable layer into a new layer and empty it: append it to this image,\n"
+	  "         save it as DATA_DIR/layers/layer-NNN.layer, or write it to PATH (never overwritten).\n" },
 	{ "overlay", "Select the overlay backend",
 	  "Usage: fim-overlay set bwrap|overlayfs|unionfs\n"
 	  "         Store the overlay backend in the image.\n"
@@ -51,6 +55,7 @@ static void print_overview(void)
 	       "  FIM_OVERLAY            overlay backend for this run (bwrap, overlayfs, unionfs)\n"
 	       "  FIM_DIR_DATA           directory of the writable layer (default: .IMAGE.data beside the image)\n"
 	       "  FIM_COMPRESSION_LEVEL  layer compression level, 0-9 (default 7)\n"
+	       "  FIM_LAYERS             extra layers, colon-separated files or directories of layer files\n"
 	       "  FIM_DEBUG=1            print what the runtime does\n"
 	       "\nRun 'fim-help COMMAND' for the usage of one command.\n");
 }

@@ -12,6 +12,7 @@
 #include "common/log.h"
 #include "common/util.h"
 #include "runtime/commands.h"
+#include "runtime/layers.h"
 
 extern char **environ;
 
@@ -19,7 +20,7 @@ extern char **environ;
 
 /* Map FIM_COMPRESSION_LEVEL 0-9 onto zstd levels 1-19, the range zstd
  * recommends for normal use. */
-static int zstd_level(int *ret)
+int zstd_level_from_env(int *ret)
 {
 	const char *value = getenv("FIM_COMPRESSION_LEVEL");
 	char *end;
@@ -46,8 +47,10 @@ static int make_squashfs(const char *dir, const char *output, int level)
 {
 	_cleanup_free_ char *tmp = xasprintf("%s.tmp.%d", output, (int)getpid());
 	char level_text[8];
+	/* -exit-on-error: by default mksquashfs skips unreadable files with
+	 * only a warning, and the layer would silently lack them. */
 	char *argv[] = { "mksquashfs", (char *)dir, tmp, "-noappend", "-comp", "zstd", "-Xcompression-level",
-			 level_text, "-quiet", "-no-progress", NULL };
+			 level_text, "-exit-on-error", "-quiet", "-no-progress", NULL };
 	posix_spawn_file_actions_t actions;
 	pid_t child;
 	int status, r;
@@ -93,7 +96,7 @@ static int layer_create(int argc, char **argv)
 		log_error("cannot create a layer from '%s': %s", argv[0], errno ? strerror(errno) : "not a directory");
 		return EXIT_RUNTIME_ERROR;
 	}
-	if (zstd_level(&level) < 0)
+	if (zstd_level_from_env(&level) < 0)
 		return EXIT_RUNTIME_ERROR;
 	if (make_squashfs(argv[0], argv[1], level) < 0)
 		return EXIT_RUNTIME_ERROR;
@@ -131,6 +134,11 @@ static int layer_list(struct context *ctx, int argc)
 	}
 	if (context_open_image(ctx, &img) < 0)
 		return EXIT_RUNTIME_ERROR;
+	{
+		_cleanup_free_ char *data_dir = data_dir_for(img.path);
+
+		layers_add_external(&img, data_dir);
+	}
 	for (size_t i = 0; i < img.n_layers; i++)
 		printf("%zu:%" PRIu64 ":%" PRIu64 ":%s\n", i, img.layers[i].offset, img.layers[i].size,
 		       img.layers[i].path);
@@ -141,7 +149,7 @@ static int layer_list(struct context *ctx, int argc)
 int cmd_layer(struct context *ctx, int argc, char **argv)
 {
 	if (argc == 0) {
-		log_error("fim-layer needs an action: create, add or list");
+		log_error("fim-layer needs an action: create, add, list or commit");
 		print_usage_hint("layer");
 		return EXIT_RUNTIME_ERROR;
 	}
@@ -151,7 +159,9 @@ int cmd_layer(struct context *ctx, int argc, char **argv)
 		return layer_add(ctx, argc - 1, argv + 1);
 	if (strcmp(argv[0], "list") == 0)
 		return layer_list(ctx, argc - 1);
-	log_error("unknown fim-layer action '%s'; use create, add or list", argv[0]);
+	if (strcmp(argv[0], "commit") == 0)
+		return cmd_layer_commit(ctx, argc - 1, argv + 1);
+	log_error("unknown fim-layer action '%s'; use create, add, list or commit", argv[0]);
 	print_usage_hint("layer");
 	return EXIT_RUNTIME_ERROR;
 }

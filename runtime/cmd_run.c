@@ -10,6 +10,7 @@
 #include "runtime/commands.h"
 #include "runtime/config.h"
 #include "runtime/container.h"
+#include "runtime/layers.h"
 
 int context_open_image(struct context *ctx, struct image *ret)
 {
@@ -117,6 +118,8 @@ int cmd_run(struct context *ctx, int argc, char **argv, bool as_root, bool boot)
 	}
 	if (context_open_image(ctx, &img) < 0)
 		return EXIT_RUNTIME_ERROR;
+	data_dir = data_dir_for(img.path);
+	layers_add_external(&img, data_dir);
 	if (img.n_layers == 0) {
 		log_error("image '%s' has no layers, so there is nothing to run; add one with "
 			  "'%s fim-layer create DIR FILE' and '%s fim-layer add FILE'",
@@ -125,7 +128,6 @@ int cmd_run(struct context *ctx, int argc, char **argv, bool as_root, bool boot)
 		return EXIT_RUNTIME_ERROR;
 	}
 
-	data_dir = data_dir_for(img.path);
 	upper = xasprintf("%s/upper", data_dir);
 	work = xasprintf("%s/work/%d", data_dir, (int)getpid());
 	cwd = getcwd(NULL, 0);

@@ -14,6 +14,10 @@ int cmd_run(struct context *ctx, int argc, char **argv, bool as_root, bool boot)
 int cmd_overlay(struct context *ctx, int argc, char **argv);
 int cmd_layer(struct context *ctx, int argc, char **argv);
 int cmd_help(int argc, char **argv);
+int cmd_layer_commit(struct context *ctx, int argc, char **argv);
+
+/* The zstd level for new layers, from FIM_COMPRESSION_LEVEL (0-9). */
+int zstd_level_from_env(int *ret);
 
 /* Open the context's image; logs on failure. */
 int context_open_image(struct context *ctx, struct image *ret);
