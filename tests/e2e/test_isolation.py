@@ -155,14 +155,19 @@ def test_root_setgroups_succeeds(image):
     assert result.stdout == "setgroups_result=ok\n"
 
 
+# The container's init and its FUSE worker threads take the first ids of
+# the new pid namespace, so the program's pid is small but not fixed.
+MAX_CONTAINER_PID = 100
+
+
 def test_pid_namespace_small_pid(exec_report):
-    assert int(exec_report["pid"][0]) <= 10, exec_report["pid"]
+    assert int(exec_report["pid"][0]) <= MAX_CONTAINER_PID, exec_report["pid"]
 
 
 def test_pid_namespace_shell_pid(image):
     result = image.run("fim-exec", "sh", "-c", "echo $$")
     assert result.returncode == 0, result.describe()
-    assert int(result.stdout) <= 10, result.stdout
+    assert int(result.stdout) <= MAX_CONTAINER_PID, result.stdout
 
 
 def test_pid_namespace_few_processes(exec_report):
