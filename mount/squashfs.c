@@ -36,9 +36,6 @@ static const double CACHE_TIMEOUT = DBL_MAX;
 
 struct squashfs_mount {
 	sqfs_ll ll; /* first: libsquashfuse's operations take the request's userdata as an sqfs_ll */
-	/* libsquashfuse's caches are not thread-safe, so every call into it
-	 * holds this lock; replies to reads are sent after it is released. */
-	pthread_mutex_t lock;
 	struct owner_policy owner;
 	struct fuse_session *session;
 	pthread_t thread;
@@ -75,49 +72,6 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 		conn->want |= FUSE_CAP_PARALLEL_DIROPS;
 }
 
-/* The operations libsquashfuse implements, called under the layer's lock. */
-#define LOCKED_OP(name, params, args)                                          \
-	static void locked_##name params                                       \
-	{                                                                      \
-		struct squashfs_mount *m = fuse_req_userdata(req);             \
-		pthread_mutex_lock(&m->lock);                                  \
-		sqfs_ll_op_##name args;                                        \
-		pthread_mutex_unlock(&m->lock);                                \
-	}
-
-LOCKED_OP(forget, (fuse_req_t req, fuse_ino_t ino, uint64_t nlookup), (req, ino, nlookup))
-LOCKED_OP(opendir, (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi), (req, ino, fi))
-LOCKED_OP(readdir, (fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi),
-	  (req, ino, size, off, fi))
-LOCKED_OP(releasedir, (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi), (req, ino, fi))
-LOCKED_OP(open, (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi), (req, ino, fi))
-LOCKED_OP(release, (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi), (req, ino, fi))
-LOCKED_OP(readlink, (fuse_req_t req, fuse_ino_t ino), (req, ino))
-LOCKED_OP(listxattr, (fuse_req_t req, fuse_ino_t ino, size_t size), (req, ino, size))
-LOCKED_OP(getxattr, (fuse_req_t req, fuse_ino_t ino, const char *name, size_t size), (req, ino, name, size))
-
-static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
-{
-	struct squashfs_mount *m = fuse_req_userdata(req);
-	sqfs_inode *inode = (sqfs_inode *)(intptr_t)fi->fh;
-	char *buf = malloc(size ? size : 1);
-	off_t got = (off_t)size;
-	sqfs_err err;
-
-	if (!buf) {
-		fuse_reply_err(req, ENOMEM);
-		return;
-	}
-	pthread_mutex_lock(&m->lock);
-	err = sqfs_read_range(&m->ll.fs, inode, off, &got, buf);
-	pthread_mutex_unlock(&m->lock);
-	if (err != SQFS_OK)
-		fuse_reply_err(req, EIO);
-	else
-		fuse_reply_buf(req, buf, (size_t)got);
-	free(buf);
-}
-
 /* Overlayfs asks every lower file for its user.overlay.* xattrs, and the
  * FUSE kernel module does not cache the answers. A layer without an xattr
  * table answers ENOSYS once, after which the kernel stops asking. */
@@ -129,7 +83,7 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
 		fuse_reply_err(req, ENOSYS);
 		return;
 	}
-	locked_getxattr(req, ino, name, size);
+	sqfs_ll_op_getxattr(req, ino, name, size);
 }
 
 static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
@@ -140,7 +94,7 @@ static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 		fuse_reply_err(req, ENOSYS);
 		return;
 	}
-	locked_listxattr(req, ino, size);
+	sqfs_ll_op_listxattr(req, ino, size);
 }
 
 static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -149,26 +103,21 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	sqfs_ll_i lli;
 	struct stat st;
 
-	pthread_mutex_lock(&m->lock);
-	if (sqfs_ll_iget(req, &lli, ino) != SQFS_OK) {
-		pthread_mutex_unlock(&m->lock);
+	if (sqfs_ll_iget(req, &lli, ino) != SQFS_OK)
 		return; /* sqfs_ll_iget has replied */
-	}
 	if (sqfs_stat(&lli.ll->fs, &lli.inode, &st) != SQFS_OK) {
-		pthread_mutex_unlock(&m->lock);
 		fuse_reply_err(req, EIO);
 		return;
 	}
-	pthread_mutex_unlock(&m->lock);
 	st.st_ino = ino;
 	apply_owner(m, &st);
 	fuse_reply_attr(req, &st, CACHE_TIMEOUT);
 }
 
-/* Look name up in parent; runs under the layer's lock. Returns 0 with
- * entry filled (ino 0 when absent) or a positive errno. */
-static int lookup_locked(fuse_req_t req, fuse_ino_t parent, const char *name, struct fuse_entry_param *entry)
+static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
+	struct squashfs_mount *m = fuse_req_userdata(req);
+	struct fuse_entry_param entry = { .attr_timeout = CACHE_TIMEOUT, .entry_timeout = CACHE_TIMEOUT };
 	sqfs_ll_i lli;
 	sqfs_name namebuf;
 	sqfs_dir_entry dentry;
@@ -176,41 +125,30 @@ static int lookup_locked(fuse_req_t req, fuse_ino_t parent, const char *name, st
 	bool found = false;
 
 	if (sqfs_ll_iget(req, &lli, parent) != SQFS_OK)
-		return -1; /* sqfs_ll_iget has replied */
-	if (!S_ISDIR(lli.inode.base.mode))
-		return ENOTDIR;
-	sqfs_dentry_init(&dentry, namebuf);
-	if (sqfs_dir_lookup(&lli.ll->fs, &lli.inode, name, strlen(name), &dentry, &found) != SQFS_OK)
-		return EIO;
-	if (!found)
-		return 0;
-	if (sqfs_inode_get(&lli.ll->fs, &inode, sqfs_dentry_inode(&dentry)) != SQFS_OK ||
-	    sqfs_stat(&lli.ll->fs, &inode, &entry->attr) != SQFS_OK)
-		return EIO;
-	entry->ino = lli.ll->ino_register(lli.ll, &dentry);
-	entry->attr.st_ino = entry->ino;
-	return 0;
-}
-
-static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
-{
-	struct squashfs_mount *m = fuse_req_userdata(req);
-	struct fuse_entry_param entry = { .attr_timeout = CACHE_TIMEOUT, .entry_timeout = CACHE_TIMEOUT };
-	int err;
-
-	pthread_mutex_lock(&m->lock);
-	err = lookup_locked(req, parent, name, &entry);
-	pthread_mutex_unlock(&m->lock);
-	if (err < 0)
 		return;
-	if (err > 0) {
-		fuse_reply_err(req, err);
+	if (!S_ISDIR(lli.inode.base.mode)) {
+		fuse_reply_err(req, ENOTDIR);
 		return;
 	}
-	/* An entry with inode 0 is a cacheable "does not exist", which spares
-	 * the lookups of every PATH directory on each exec. */
-	if (entry.ino != 0)
-		apply_owner(m, &entry.attr);
+	sqfs_dentry_init(&dentry, namebuf);
+	if (sqfs_dir_lookup(&lli.ll->fs, &lli.inode, name, strlen(name), &dentry, &found) != SQFS_OK) {
+		fuse_reply_err(req, EIO);
+		return;
+	}
+	if (!found) {
+		/* An entry with inode 0 is a cacheable "does not exist", which
+		 * spares the lookups of every PATH directory on each exec. */
+		fuse_reply_entry(req, &entry);
+		return;
+	}
+	if (sqfs_inode_get(&lli.ll->fs, &inode, sqfs_dentry_inode(&dentry)) != SQFS_OK ||
+	    sqfs_stat(&lli.ll->fs, &inode, &entry.attr) != SQFS_OK) {
+		fuse_reply_err(req, EIO);
+		return;
+	}
+	entry.ino = lli.ll->ino_register(lli.ll, &dentry);
+	entry.attr.st_ino = entry.ino;
+	apply_owner(m, &entry.attr);
 	fuse_reply_entry(req, &entry);
 }
 
@@ -218,14 +156,14 @@ static const struct fuse_lowlevel_ops squashfs_ops = {
 	.init = op_init,
 	.lookup = op_lookup,
 	.getattr = op_getattr,
-	.forget = locked_forget,
-	.opendir = locked_opendir,
-	.readdir = locked_readdir,
-	.releasedir = locked_releasedir,
-	.open = locked_open,
-	.read = op_read,
-	.release = locked_release,
-	.readlink = locked_readlink,
+	.forget = sqfs_ll_op_forget,
+	.opendir = sqfs_ll_op_opendir,
+	.readdir = sqfs_ll_op_readdir,
+	.releasedir = sqfs_ll_op_releasedir,
+	.open = sqfs_ll_op_open,
+	.read = sqfs_ll_op_read,
+	.release = sqfs_ll_op_release,
+	.readlink = sqfs_ll_op_readlink,
 	.listxattr = op_listxattr,
 	.getxattr = op_getxattr,
 	.statfs = stfs_ll_op_statfs,
@@ -234,11 +172,8 @@ static const struct fuse_lowlevel_ops squashfs_ops = {
 static void *serve(void *arg)
 {
 	struct squashfs_mount *m = arg;
-	/* Several workers let the kernel's read-ahead requests and the copies
-	 * of replies overlap, while libsquashfuse itself runs one at a time. */
-	struct fuse_loop_config config = { .clone_fd = 0, .max_idle_threads = 2 };
 
-	fuse_session_loop_mt(m->session, &config);
+	fuse_session_loop(m->session);
 	return NULL;
 }
 
@@ -254,7 +189,6 @@ int squashfs_mount_start(int image_fd, uint64_t offset, const char *mountpoint, 
 
 	m->owner = *owner;
 	m->fuse_fd = -1;
-	pthread_mutex_init(&m->lock, NULL);
 	if (sqfs_init(&m->ll.fs, image_fd, (size_t)offset) != SQFS_OK || sqfs_ll_init(&m->ll) != SQFS_OK) {
 		log_error("cannot read the squashfs layer at offset %" PRIu64 " for '%s'", offset, mountpoint);
 		r = -EINVAL;

@@ -182,8 +182,6 @@ static int mount_overlay(const struct run_request *req, char **lowers, size_t n)
 	_cleanup_free_ char *log_display = NULL;
 	_cleanup_free_ char *log_path = NULL;
 	const char *merged_lowers[] = { STAGING_MERGED_LOWERS };
-	const char *const *helper_lowers = (const char *const *)lowers;
-	size_t n_helper_lowers = n;
 	int r;
 
 	r = prepare_upper(req, lowers, n);
@@ -192,27 +190,23 @@ static int mount_overlay(const struct run_request *req, char **lowers, size_t n)
 	if (req->mode == OVERLAY_BWRAP)
 		return overlay_mount_kernel((const char *const *)lowers, n, upper, work, STAGING_NEWROOT);
 
-	/* unionfs-fuse knows neither kernel whiteouts nor opaque xattrs, which
-	 * committed layers use to keep deletions, so it gets the layers as one
-	 * read-only kernel overlay that applies them and hides the markers.
-	 * fuse-overlayfs reads both in lower layers and gets them directly. */
-	if (req->mode == OVERLAY_UNIONFS) {
-		if (mkdir(STAGING_MERGED_LOWERS, 0755) < 0)
-			return -errno;
-		r = overlay_mount_kernel((const char *const *)lowers, n, NULL, NULL, STAGING_MERGED_LOWERS);
-		if (r < 0)
-			return r;
-		helper_lowers = merged_lowers;
-		n_helper_lowers = 1;
-	}
+	/* The helpers get the layers as one read-only kernel overlay. Layers
+	 * made by a commit keep deletions as kernel whiteouts and opaque
+	 * xattrs, which unionfs-fuse does not understand; the kernel applies
+	 * them here and hides the markers. */
+	if (mkdir(STAGING_MERGED_LOWERS, 0755) < 0)
+		return -errno;
+	r = overlay_mount_kernel((const char *const *)lowers, n, NULL, NULL, STAGING_MERGED_LOWERS);
+	if (r < 0)
+		return r;
 
 	log_display = xasprintf("%s/logs/%s.log", req->data_dir, overlay_mode_name(req->mode));
 	log_path = xasprintf(STAGING_HOST "%s", log_display);
 	r = link_host_tree_for_helpers();
 	if (r < 0)
 		return r;
-	return overlay_helper_start(req->mode, helper_lowers, n_helper_lowers, upper, work, STAGING_NEWROOT, log_path,
-				    log_display, &helper);
+	return overlay_helper_start(req->mode, merged_lowers, 1, upper, work, STAGING_NEWROOT, log_path, log_display,
+				    &helper);
 }
 
 /* Pick the working directory: the host's if it exists in the container,

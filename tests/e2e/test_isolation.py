@@ -155,7 +155,7 @@ def test_root_setgroups_succeeds(image):
     assert result.stdout == "setgroups_result=ok\n"
 
 
-# The container's init and its FUSE worker threads take the first ids of
+# The container's init and its FUSE serving threads take the first ids of
 # the new pid namespace, so the program's pid is small but not fixed.
 MAX_CONTAINER_PID = 100
 
