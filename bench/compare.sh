@@ -4,9 +4,11 @@
 #
 # Usage: bench/compare.sh [ROOTFS]
 #
-# ROOTFS is a root file system tree to build the test image from (for
-# example one made by tools/mkrootfs-debian.sh); without it a busybox tree
-# is built. Run as an ordinary user. Prints a table of medians in
+# ROOTFS is a root file system tree to build the test image from; without
+# it a busybox tree is built. The user must be able to read all of it, so
+# give a tree from tools/mkrootfs-debian.sh to the user first, without its
+# device nodes: sudo cp -a TREE COPY && sudo rm -f COPY/dev/* &&
+# sudo chown -R $USER: COPY. Run as an ordinary user. Prints a table of medians in
 # milliseconds and the ratio of each backend to its stock counterpart.
 set -euo pipefail
 
