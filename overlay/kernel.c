@@ -10,20 +10,21 @@
 int overlay_mount_kernel(const char *const *lowers, size_t n_lowers, const char *upper, const char *work,
 			 const char *target)
 {
-	size_t len = 64 + (upper ? strlen(upper) + strlen(work) : 0);
-	_cleanup_free_ char *options = NULL;
-	char *p;
+	_cleanup_free_ char *options = xstrdup("lowerdir=");
 
-	for (size_t i = 0; i < n_lowers; i++)
-		len += strlen(lowers[i]) + 1;
-	options = xmalloc(len);
-	p = options + sprintf(options, "lowerdir=");
-	for (size_t i = 0; i < n_lowers; i++)
-		p += sprintf(p, "%s%s", i ? ":" : "", lowers[i]);
-	if (upper)
-		sprintf(p, ",upperdir=%s,workdir=%s,userxattr", upper, work);
-	else
-		sprintf(p, ",userxattr");
+	for (size_t i = 0; i < n_lowers; i++) {
+		char *longer = xasprintf("%s%s%s", options, i ? ":" : "", lowers[i]);
+
+		free(options);
+		options = longer;
+	}
+	{
+		char *complete = upper ? xasprintf("%s,upperdir=%s,workdir=%s,userxattr", options, upper, work)
+				       : xasprintf("%s,userxattr", options);
+
+		free(options);
+		options = complete;
+	}
 
 	log_debug("mounting kernel overlayfs on '%s' with %s", target, options);
 	if (mount("overlay", target, "overlay", MS_NOSUID | (upper ? 0 : MS_RDONLY), options) < 0) {
