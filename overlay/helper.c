@@ -56,17 +56,22 @@ static char **helper_argv(enum overlay_mode mode, const char *const *lowers, siz
 	argv[1] = xstrdup("-f");
 	argv[2] = xstrdup("-o");
 	if (mode == OVERLAY_OVERLAYFS) {
+		/* noacl: fuse-overlayfs running as root reads POSIX ACLs of lower
+		 * directories owned by other users and fails the lookup when the
+		 * layers answer EOPNOTSUPP, as squashfs layers do. */
 		joined = join_lowers(lowers, n, ":", "");
-		argv[3] = xasprintf("lowerdir=%s,upperdir=%s,workdir=%s,allow_other,default_permissions", joined,
+		argv[3] = xasprintf("lowerdir=%s,upperdir=%s,workdir=%s,allow_other,default_permissions,noacl", joined,
 				    upper, work);
 		argv[4] = xstrdup(target);
 		argv[5] = NULL;
 	} else {
 		/* unionfs-fuse takes branches top first, the writable one marked
-		 * RW. hide_meta_files keeps its .unionfs directory of whiteout
-		 * markers out of directory listings. */
+		 * RW. hide_meta_files keeps its .unionfs-fuse directory of
+		 * whiteout markers out of directory listings. Its attributes
+		 * are not cached, because unionfs-fuse does not invalidate a
+		 * file's cached link count when a hard link to it is made. */
 		joined = join_lowers(lowers, n, ":", "=RO");
-		argv[3] = xstrdup("cow,allow_other,default_permissions,hide_meta_files,use_ino,suid,dev");
+		argv[3] = xstrdup("cow,allow_other,default_permissions,hide_meta_files,use_ino,suid,dev,attr_timeout=0");
 		argv[4] = xasprintf("%s=RW:%s", upper, joined);
 		argv[5] = xstrdup(target);
 		argv[6] = NULL;

@@ -18,6 +18,7 @@
 # Environment:
 #   FIM_RUNTIME        runtime to test, default build/flatimage
 #   FIM_PROBE          static probe program, default build/tests/fim-probe
+#   FIM_FSOPS          static file system tool, default build/tests/fim-fsops
 #   FIM_TEST_DEBIAN=1  also build the Debian image (debootstrap; minutes, needs the mirror)
 #   FIM_DEBIAN_ROOTFS  existing Debian root filesystem to pack instead of running debootstrap
 #   FIM_DEBIAN_IMAGE   existing Debian image to test as it is
@@ -54,8 +55,12 @@ fi
 
 runtime=${FIM_RUNTIME:-$repository/build/flatimage}
 probe=${FIM_PROBE:-$repository/build/tests/fim-probe}
+fsops=${FIM_FSOPS:-$repository/build/tests/fim-fsops}
 if [[ ! -x $runtime ]]; then
     die "runtime $runtime not found or not executable; build it with: ninja -C build"
+fi
+if [[ ! -x $fsops ]]; then
+    die "file system tool $fsops not found or not executable; build it with: ninja -C build"
 fi
 if [[ ! -x $probe ]]; then
     die "probe $probe not found or not executable; build it with: ninja -C build"
@@ -104,6 +109,7 @@ step "copying the runtime, probe, tools and tests to $work"
 mkdir -p "$work/bin" "$work/tests"
 install -m 0755 "$runtime" "$work/bin/flatimage" || die "copying $runtime failed"
 install -m 0755 "$probe" "$work/bin/fim-probe" || die "copying $probe failed"
+install -m 0755 "$fsops" "$work/bin/fim-fsops" || die "copying $fsops failed"
 cp -r "$repository/tools" "$work/tools" || die "copying tools/ failed"
 cp -r "$repository/tests/e2e" "$work/tests/e2e" || die "copying tests/e2e failed"
 rm -rf "$work/tests/e2e/__pycache__"
@@ -167,6 +173,7 @@ run_pytest() {
         PYTHONDONTWRITEBYTECODE=1
         FIM_RUNTIME="$work/bin/flatimage"
         FIM_PROBE="$work/bin/fim-probe"
+        FIM_FSOPS="$work/bin/fim-fsops"
         FIM_BUSYBOX_ROOTFS="$work/rootfs-busybox"
         FIM_ROOT_TREE="$work/root-tree"
     )
@@ -206,7 +213,8 @@ leftover_processes() {
     local -a found=()
     for user in "$USER_WITH_RANGES" "$USER_WITHOUT_RANGES"; do
         for pid in $(pgrep -u "$user"); do
-            if tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "$work"; then
+            # The process may exit between pgrep and the read.
+            if { tr '\0' ' ' <"/proc/$pid/cmdline"; } 2>/dev/null | grep -qF "$work"; then
                 found+=("$pid")
             fi
         done

@@ -49,11 +49,17 @@
 #include <time.h>
 #include <unistd.h>
 
+/* Return the symbolic name of an errno value, such as "ENOENT". */
+static const char *errno_name(int error)
+{
+	const char *name = strerrorname_np(error);
+
+	return name ? name : "EUNKNOWN";
+}
+
 static int fail(const char *step)
 {
-	const char *name = strerrorname_np(errno);
-
-	printf("%s %s\n", step, name ? name : "EUNKNOWN");
+	printf("%s %s\n", step, errno_name(errno));
 	return 1;
 }
 
@@ -143,7 +149,7 @@ static int cmd_flock(const char *path)
 		printf("flock-second succeeded while the first lock was held\n");
 		return 1;
 	}
-	printf("conflict=%s\n", strerrorname_np(errno));
+	printf("conflict=%s\n", errno_name(errno));
 	if (flock(first, LOCK_UN) < 0)
 		return fail("flock-unlock");
 	if (flock(second, LOCK_EX | LOCK_NB) < 0)
@@ -169,7 +175,7 @@ static int cmd_posixlock(const char *path)
 		return fail("fork");
 	if (child == 0) {
 		/* fcntl() locks belong to the process, so only another process
-		 * sees the conflict. */
+		 * gets EAGAIN for a held lock. */
 		int child_fd = open(path, O_RDWR | O_CLOEXEC);
 
 		if (child_fd < 0)
@@ -178,7 +184,7 @@ static int cmd_posixlock(const char *path)
 			printf("fcntl-child succeeded while the parent held the lock\n");
 			_exit(1);
 		}
-		printf("conflict=%s\n", strerrorname_np(errno));
+		printf("conflict=%s\n", errno_name(errno));
 		_exit(0);
 	}
 	if (waitpid(child, &status, 0) < 0)
@@ -196,10 +202,14 @@ static int cmd_mmapwrite(const char *path, const char *offset_text, const char *
 	long page = sysconf(_SC_PAGESIZE);
 	long long map_start = offset / page * page;
 	size_t map_length = (size_t)(offset - map_start) + length;
-	char *readback = malloc(length + 1);
+	char readback[4096];
 	int fd = open(path, O_RDWR | O_CLOEXEC);
 	char *map;
 
+	if (length >= sizeof readback) {
+		fprintf(stderr, "invalid TEXT: longer than the maximum of %zu bytes\n", sizeof readback - 1);
+		return 2;
+	}
 	if (fd < 0)
 		return fail("open");
 	map = mmap(NULL, map_length, PROT_READ | PROT_WRITE, MAP_SHARED, fd, map_start);
@@ -258,7 +268,8 @@ static int cmd_socket(const char *path)
 	int status;
 
 	if (strlen(path) >= sizeof address.sun_path) {
-		fprintf(stderr, "socket path '%s' is longer than %zu bytes\n", path, sizeof address.sun_path - 1);
+		fprintf(stderr, "invalid socket path '%s': longer than the maximum of %zu bytes\n", path,
+			sizeof address.sun_path - 1);
 		return 2;
 	}
 	strcpy(address.sun_path, path);
@@ -329,8 +340,9 @@ static int is_marker_xattr(const char *name)
 	return strstr(name, "overlay.") != NULL || strstr(name, "fuseoverlayfs") != NULL || strstr(name, "unionfs") != NULL;
 }
 
-/* Report markers at path: its xattrs, and the opaque xattrs read by name,
- * because a file system may hide a name from listxattr() yet return it. */
+/* Print each marker xattr of path. The opaque and redirect xattrs are also
+ * read by name, because a file system may hide a name from listxattr() yet
+ * return its value from getxattr(). */
 static void report_xattr_markers(const char *path)
 {
 	static const char *const probed[] = {
@@ -358,7 +370,7 @@ static void walk_markers(const char *dir, dev_t device)
 	struct dirent *entry;
 
 	if (stream == NULL) {
-		printf("opendir %s %s\n", dir, strerrorname_np(errno));
+		printf("opendir %s %s\n", dir, errno_name(errno));
 		return;
 	}
 	while ((entry = readdir(stream)) != NULL) {
@@ -371,7 +383,7 @@ static void walk_markers(const char *dir, dev_t device)
 		if (is_marker_name(entry->d_name))
 			printf("name %s\n", path);
 		if (lstat(path, &st) < 0) {
-			printf("lstat %s %s\n", path, strerrorname_np(errno));
+			printf("lstat %s %s\n", path, errno_name(errno));
 			continue;
 		}
 		if (S_ISCHR(st.st_mode) && st.st_rdev == makedev(0, 0))
