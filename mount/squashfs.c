@@ -152,6 +152,60 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	fuse_reply_entry(req, &entry);
 }
 
+/* Directory entries with their attributes. The kernel then knows every
+ * entry of a directory it has read, so the lookups that follow, such as
+ * fuse-overlayfs's stat of each entry when it first loads a lower
+ * directory, need no request each. */
+static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
+{
+	struct squashfs_mount *m = fuse_req_userdata(req);
+	sqfs_ll_i *lli = (sqfs_ll_i *)(intptr_t)fi->fh;
+	sqfs *fs = &lli->ll->fs;
+	sqfs_dir dir;
+	sqfs_name namebuf;
+	sqfs_dir_entry dentry;
+	sqfs_err err = SQFS_OK;
+	size_t used = 0;
+	char *buf;
+
+	if (sqfs_dir_open(fs, &lli->inode, &dir, off) != SQFS_OK) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	buf = malloc(size ? size : 1);
+	if (!buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	sqfs_dentry_init(&dentry, namebuf);
+	while (sqfs_dir_next(fs, &dir, &dentry, &err)) {
+		struct fuse_entry_param entry = { .attr_timeout = CACHE_TIMEOUT, .entry_timeout = CACHE_TIMEOUT };
+		const char *name = sqfs_dentry_name(&dentry);
+		size_t needed = fuse_add_direntry_plus(req, NULL, 0, name, NULL, 0);
+		sqfs_inode inode;
+
+		if (used + needed > size)
+			break;
+		if (sqfs_inode_get(fs, &inode, sqfs_dentry_inode(&dentry)) != SQFS_OK ||
+		    sqfs_stat(fs, &inode, &entry.attr) != SQFS_OK) {
+			err = SQFS_ERR;
+			break;
+		}
+		/* Each entry returned counts as a lookup, which a later forget
+		 * balances, so register only entries that fit in the reply. */
+		entry.ino = lli->ll->ino_register(lli->ll, &dentry);
+		entry.attr.st_ino = entry.ino;
+		apply_owner(m, &entry.attr);
+		used += fuse_add_direntry_plus(req, buf + used, size - used, name, &entry,
+					       sqfs_dentry_next_offset(&dentry));
+	}
+	if (err != SQFS_OK && used == 0)
+		fuse_reply_err(req, EIO);
+	else
+		fuse_reply_buf(req, buf, used);
+	free(buf);
+}
+
 static const struct fuse_lowlevel_ops squashfs_ops = {
 	.init = op_init,
 	.lookup = op_lookup,
@@ -159,6 +213,7 @@ static const struct fuse_lowlevel_ops squashfs_ops = {
 	.forget = sqfs_ll_op_forget,
 	.opendir = sqfs_ll_op_opendir,
 	.readdir = sqfs_ll_op_readdir,
+	.readdirplus = op_readdirplus,
 	.releasedir = sqfs_ll_op_releasedir,
 	.open = sqfs_ll_op_open,
 	.read = sqfs_ll_op_read,
