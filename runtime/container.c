@@ -64,7 +64,11 @@ static int mount_layers(const struct run_request *req, char ***ret_lowers, size_
 		int r;
 
 		if (!layer->embedded) {
-			fd = open(layer->path, O_RDONLY | O_CLOEXEC);
+			_cleanup_free_ char *host_path = xasprintf(STAGING_HOST "%s", layer->path);
+
+			/* After the pivot into the staging tmpfs, host paths are
+			 * below STAGING_HOST. */
+			fd = open(host_path, O_RDONLY | O_CLOEXEC);
 			if (fd < 0) {
 				log_error("cannot open layer %zu '%s': %s", i, layer->path, strerror(errno));
 				return -errno;
