@@ -56,6 +56,33 @@ void squashfs_close_connections(void)
 	n_connections = 0;
 }
 
+/* sqfs_stat() counts every byte of a regular file as allocated. Squashfs
+ * stores a block of zeros as a hole (a block list entry of size 0), so
+ * count the holes and report the blocks that hold data, as the file system
+ * the file came from did. Called once per file: the kernel caches the
+ * attributes for as long as the layer is mounted. */
+static void count_allocated_blocks(sqfs *fs, sqfs_inode *inode, struct stat *st)
+{
+	uint64_t block_size = fs->sb.block_size, holes = 0, size = (uint64_t)st->st_size;
+	size_t count;
+	sqfs_blocklist list;
+
+	if (!S_ISREG(st->st_mode) || size <= block_size)
+		return;
+	count = sqfs_blocklist_count(fs, inode);
+	sqfs_blocklist_init(fs, inode, &list);
+	for (size_t i = 0; i < count; i++) {
+		if (sqfs_blocklist_next(&list) != SQFS_OK)
+			return;
+		if (list.input_size == 0) {
+			uint64_t start = (uint64_t)i * block_size;
+
+			holes += size - start < block_size ? size - start : block_size;
+		}
+	}
+	st->st_blocks = (blkcnt_t)((size - holes + 511) / 512);
+}
+
 static void apply_owner(const struct squashfs_mount *m, struct stat *st)
 {
 	if (m->owner.keep_ids)
@@ -109,6 +136,7 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		fuse_reply_err(req, EIO);
 		return;
 	}
+	count_allocated_blocks(&lli.ll->fs, &lli.inode, &st);
 	st.st_ino = ino;
 	apply_owner(m, &st);
 	fuse_reply_attr(req, &st, CACHE_TIMEOUT);
@@ -146,6 +174,7 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		fuse_reply_err(req, EIO);
 		return;
 	}
+	count_allocated_blocks(&lli.ll->fs, &inode, &entry.attr);
 	entry.ino = lli.ll->ino_register(lli.ll, &dentry);
 	entry.attr.st_ino = entry.ino;
 	apply_owner(m, &entry.attr);
@@ -191,6 +220,7 @@ static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t of
 			err = SQFS_ERR;
 			break;
 		}
+		count_allocated_blocks(fs, &inode, &entry.attr);
 		/* Each entry returned counts as a lookup, which a later forget
 		 * balances, so register only entries that fit in the reply. */
 		entry.ino = lli->ll->ino_register(lli->ll, &dentry);
