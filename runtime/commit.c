@@ -195,6 +195,31 @@ static int empty_upper(const char *data_dir, const char *upper)
 	return 0;
 }
 
+/* Delete what interrupted commits left in the data directory: partial
+ * layers ("commit.tmp.PID") and retired writable layers
+ * ("upper.committed.PID"). Called under the writable layer's exclusive
+ * lock, so no other commit is using them. */
+static void remove_stale_commit_files(const char *data_dir)
+{
+	_cleanup_closedir_ DIR *dir = opendir(data_dir);
+	struct dirent *de;
+
+	while (dir && (de = readdir(dir))) {
+		_cleanup_free_ char *path = NULL;
+
+		if (strncmp(de->d_name, "commit.tmp.", 11) == 0) {
+			path = xasprintf("%s/%s", data_dir, de->d_name);
+			log_debug("removing '%s', left by an interrupted commit", path);
+			unlink(path);
+		} else if (strncmp(de->d_name, "upper.committed.", 16) == 0) {
+			path = xasprintf("%s/%s", data_dir, de->d_name);
+			log_debug("removing '%s', left by an interrupted commit", path);
+			if (run_as_container_root(remove_in_namespace, path) != 0)
+				log_warning("could not delete '%s', left by an interrupted commit; delete it by hand", path);
+		}
+	}
+}
+
 enum commit_target { COMMIT_BINARY, COMMIT_LAYER, COMMIT_FILE };
 
 static int commit_usage(const char *message)
@@ -269,6 +294,7 @@ int cmd_layer_commit(struct context *ctx, int argc, char **argv)
 			  data_dir);
 		goto out;
 	}
+	remove_stale_commit_files(data_dir);
 	if (upper_read_state(data_dir, &state) < 0 || strcmp(state, UPPER_STATE_CANONICAL) != 0) {
 		log_error("the writable layer in '%s' is still in the format of an interrupted %s run; run the image "
 			  "once to repair it, then commit",
