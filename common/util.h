@@ -83,3 +83,8 @@ int rm_rf(const char *path);
 int find_in_path(const char *name, const char *path_list, char **ret);
 
 bool streq_ptr(const char *a, const char *b);
+
+/* Pass a file descriptor over a unix socket (SCM_RIGHTS). recv_fd returns
+ * the received fd, or -errno; -ENODATA when the peer closed without one. */
+int send_fd(int socket_fd, int fd);
+int recv_fd(int socket_fd);

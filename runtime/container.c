@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -19,6 +20,7 @@
 #include "mount/squashfs.h"
 #include "ns/caps.h"
 #include "ns/pivot.h"
+#include "ns/rename_guard.h"
 #include "ns/seccomp.h"
 #include "overlay/helper.h"
 #include "overlay/kernel.h"
@@ -362,6 +364,7 @@ _Noreturn void container_init(const struct run_request *req, int sync_fd)
 	_cleanup_free_ char *cwd = NULL;
 	char **lowers = NULL;
 	size_t n_lowers = 0;
+	int guard_socket[2] = { -1, -1 };
 	char byte;
 	pid_t program;
 
@@ -388,6 +391,10 @@ _Noreturn void container_init(const struct run_request *req, int sync_fd)
 		_exit(EXIT_RUNTIME_ERROR);
 	log_debug("init: root file system ready");
 	cwd = choose_cwd(req);
+	if (req->mode == OVERLAY_UNIONFS && socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, guard_socket) < 0) {
+		log_error("cannot create the rename guard's socket: %s", strerror(errno));
+		_exit(EXIT_RUNTIME_ERROR);
+	}
 
 	program = fork();
 	if (program < 0) {
@@ -405,7 +412,26 @@ _Noreturn void container_init(const struct run_request *req, int sync_fd)
 		}
 		if (pivot_into(STAGING_NEWROOT) < 0)
 			_exit(EXIT_RUNTIME_ERROR);
+		if (req->mode == OVERLAY_UNIONFS) {
+			int listener = rename_guard_install();
+
+			if (listener < 0 || send_fd(guard_socket[1], listener) < 0)
+				_exit(EXIT_RUNTIME_ERROR);
+			close(listener);
+			close(guard_socket[1]);
+		}
 		exec_program(req, cwd);
+	}
+	if (req->mode == OVERLAY_UNIONFS) {
+		int listener;
+
+		close(guard_socket[1]);
+		listener = recv_fd(guard_socket[0]);
+		close(guard_socket[0]);
+		/* The program process has exited when no listener came; the loop
+		 * below reports its status. */
+		if (listener >= 0)
+			rename_guard_serve(listener, STAGING_NEWROOT "/proc");
 	}
 	log_debug("init: started the program as pid %d", (int)program);
 	supervise_program(req, program, lowers, n_lowers);
