@@ -75,6 +75,8 @@ int userns_map_single(pid_t pid, uid_t inside_uid, uid_t host_uid, gid_t inside_
 	return write_proc_file(pid, "gid_map", map);
 }
 
+/* helper is an absolute path: these setuid programs are looked for in
+ * /usr/bin only, where the uidmap package installs them. */
 static int run_id_helper(const char *helper, pid_t pid, unsigned host_id, const struct id_range *range)
 {
 	char pid_text[16], host_text[16], start_text[16], count_text[16];
@@ -87,7 +89,7 @@ static int run_id_helper(const char *helper, pid_t pid, unsigned host_id, const 
 	snprintf(start_text, sizeof(start_text), "%" PRIu32, range->start);
 	snprintf(count_text, sizeof(count_text), "%" PRIu32, range->count);
 
-	r = posix_spawnp(&child, helper, NULL, NULL, argv, environ);
+	r = posix_spawn(&child, helper, NULL, NULL, argv, environ);
 	if (r != 0) {
 		log_error("cannot run '%s': %s; install the 'uidmap' package", helper, strerror(r));
 		return -r;
@@ -107,9 +109,9 @@ static int run_id_helper(const char *helper, pid_t pid, unsigned host_id, const 
 int userns_map_root_range(pid_t pid, uid_t host_uid, gid_t host_gid, const struct id_range *uids,
 			  const struct id_range *gids)
 {
-	int r = run_id_helper("newuidmap", pid, host_uid, uids);
+	int r = run_id_helper("/usr/bin/newuidmap", pid, host_uid, uids);
 
 	if (r < 0)
 		return r;
-	return run_id_helper("newgidmap", pid, host_gid, gids);
+	return run_id_helper("/usr/bin/newgidmap", pid, host_gid, gids);
 }

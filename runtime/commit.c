@@ -50,8 +50,9 @@ static void select_root_mapping(struct root_mapping *mapping)
 }
 
 /* Run fn(arg) as uid 0 of a new user namespace mapped like fim-root, and
- * return its exit status, or -errno when the namespace cannot be made. */
-static int run_as_container_root(int (*fn)(void *), void *arg)
+ * return its exit status, or -errno when the namespace cannot be made.
+ * While it runs, poll(poll_arg) is called about every 50 ms when given. */
+static int run_as_container_root_polling(int (*fn)(void *), void *arg, void (*poll)(void *), void *poll_arg)
 {
 	struct root_mapping mapping;
 	int sync_pipe[2], status, r;
@@ -85,13 +86,43 @@ static int run_as_container_root(int (*fn)(void *), void *arg)
 	close(sync_pipe[1]);
 	if (r < 0)
 		kill(child, SIGKILL);
-	while (waitpid(child, &status, 0) < 0) {
-		if (errno != EINTR)
+	for (;;) {
+		pid_t done = waitpid(child, &status, poll ? WNOHANG : 0);
+
+		if (done == child)
+			break;
+		if (done < 0 && errno != EINTR)
 			return -errno;
+		if (poll && done == 0) {
+			poll(poll_arg);
+			usleep(50 * 1000);
+		}
 	}
 	if (r < 0)
 		return r;
 	return WIFEXITED(status) ? WEXITSTATUS(status) : EXIT_RUNTIME_ERROR;
+}
+
+static int run_as_container_root(int (*fn)(void *), void *arg)
+{
+	return run_as_container_root_polling(fn, arg, NULL, NULL);
+}
+
+struct writeback {
+	const char *path;
+	int fd;
+};
+
+/* Start writeback of what mksquashfs has written so far, so the fsync
+ * that makes the layer durable has little left to write. */
+static void start_writeback(void *arg)
+{
+	struct writeback *wb = arg;
+
+	if (wb->fd < 0)
+		wb->fd = open(wb->path, O_RDONLY | O_CLOEXEC);
+	if (wb->fd >= 0)
+		sync_file_range(wb->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
 }
 
 struct squash_job {
@@ -241,9 +272,10 @@ int cmd_layer_commit(struct context *ctx, int argc, char **argv)
 	_cleanup_close_ int layer_fd = -1;
 	enum commit_target target;
 	struct squash_job job;
+	struct writeback writeback;
 	struct image img;
 	struct stat st;
-	int level, r;
+	int level, status, r;
 
 	if (argc == 0)
 		return commit_usage("fim-layer commit needs a target: binary, layer or file PATH");
@@ -310,7 +342,11 @@ int cmd_layer_commit(struct context *ctx, int argc, char **argv)
 		tmp = xasprintf("%s/commit.tmp.%d", data_dir, (int)getpid());
 	}
 	job = (struct squash_job){ .source = upper, .output = tmp, .level = level };
-	if (run_as_container_root(squash_in_namespace, &job) != 0) {
+	writeback = (struct writeback){ .path = tmp, .fd = -1 };
+	status = run_as_container_root_polling(squash_in_namespace, &job, start_writeback, &writeback);
+	if (writeback.fd >= 0)
+		close(writeback.fd);
+	if (status != 0) {
 		log_error("mksquashfs failed to create a layer from '%s'; the writable layer is unchanged", upper);
 		unlink(tmp);
 		goto out;
