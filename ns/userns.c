@@ -81,6 +81,7 @@ static int run_id_helper(const char *helper, pid_t pid, unsigned host_id, const 
 {
 	char pid_text[16], host_text[16], start_text[16], count_text[16];
 	char *argv[] = { (char *)helper, pid_text, "0", host_text, "1", "1", start_text, count_text, NULL };
+	posix_spawn_file_actions_t actions;
 	pid_t child;
 	int status, r;
 
@@ -89,7 +90,14 @@ static int run_id_helper(const char *helper, pid_t pid, unsigned host_id, const 
 	snprintf(start_text, sizeof(start_text), "%" PRIu32, range->start);
 	snprintf(count_text, sizeof(count_text), "%" PRIu32, range->count);
 
-	r = posix_spawn(&child, helper, NULL, NULL, argv, environ);
+	/* Callers fall back to a single mapped id when the range cannot be
+	 * mapped, as in a nested user namespace, so the helper's own message
+	 * goes to debug output only. */
+	posix_spawn_file_actions_init(&actions);
+	if (!log_debug_enabled())
+		posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, "/dev/null", O_WRONLY, 0);
+	r = posix_spawn(&child, helper, &actions, NULL, argv, environ);
+	posix_spawn_file_actions_destroy(&actions);
 	if (r != 0) {
 		log_error("cannot run '%s': %s; install the 'uidmap' package", helper, strerror(r));
 		return -r;
@@ -99,7 +107,7 @@ static int run_id_helper(const char *helper, pid_t pid, unsigned host_id, const 
 			return -errno;
 	}
 	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-		log_error("'%s %s 0 %s 1 1 %s %s' failed; check the ranges in /etc/subuid and /etc/subgid", helper,
+		log_debug("'%s %s 0 %s 1 1 %s %s' failed; check the ranges in /etc/subuid and /etc/subgid", helper,
 			  pid_text, host_text, start_text, count_text);
 		return -EPERM;
 	}

@@ -21,6 +21,7 @@ int subid_lookup(const char *file, const char *user_name, uint32_t id, struct id
 int userns_map_single(pid_t pid, uid_t inside_uid, uid_t host_uid, gid_t inside_gid, gid_t host_gid);
 
 /* Map 0 to the host ids and 1..count to the subordinate ranges through the
- * setuid helpers newuidmap and newgidmap. */
+ * setuid helpers newuidmap and newgidmap. Logs failures at debug level
+ * only, because callers fall back to userns_map_single(). */
 int userns_map_root_range(pid_t pid, uid_t host_uid, gid_t host_gid, const struct id_range *uids,
 			  const struct id_range *gids);

@@ -77,9 +77,12 @@ static int run_as_container_root_polling(int (*fn)(void *), void *arg, void (*po
 		_exit(fn(arg));
 	}
 	close(sync_pipe[0]);
+	/* As for fim-root, a range that cannot be mapped, as in a nested user
+	 * namespace, falls back to one id. */
+	r = -EPERM;
 	if (mapping.range)
 		r = userns_map_root_range(child, getuid(), getgid(), &mapping.uids, &mapping.gids);
-	else
+	if (r < 0)
 		r = userns_map_single(child, 0, getuid(), 0, getgid());
 	if (r >= 0 && write(sync_pipe[1], "x", 1) != 1)
 		r = -errno;

@@ -352,8 +352,10 @@ static _Noreturn void supervise_program(const struct run_request *req, pid_t pro
 	}
 }
 
-_Noreturn void container_init(const struct run_request *req, int sync_fd)
+_Noreturn void container_init(const struct run_request *request, int sync_fd)
 {
+	struct run_request mapped = *request;
+	const struct run_request *req = &mapped;
 	struct rootfs_identity id = {
 		.uid = getuid(),
 		.gid = getgid(),
@@ -375,6 +377,9 @@ _Noreturn void container_init(const struct run_request *req, int sync_fd)
 	if (read(sync_fd, &byte, 1) != 1)
 		_exit(EXIT_RUNTIME_ERROR);
 	close(sync_fd);
+	/* The supervisor falls back to one id when the range cannot be mapped. */
+	mapped.id_range = byte == SYNC_RANGE;
+	id.single_id_root = req->as_root && !req->id_range;
 	/* Now uid and gid are the mapped ones, with every capability in the new
 	 * user namespace. */
 	id.uid = getuid();

@@ -45,5 +45,9 @@ struct run_request {
  * N, 125 runtime error. */
 int container_run(const struct run_request *req);
 
+/* The byte the supervisor sends init once the id maps are written. */
+#define SYNC_RANGE 'r'	/* the subordinate range is mapped */
+#define SYNC_SINGLE 's' /* one id is mapped */
+
 /* The init process. Never returns. */
 _Noreturn void container_init(const struct run_request *req, int sync_fd);

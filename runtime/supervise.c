@@ -167,12 +167,22 @@ static int lock_upper(const struct run_request *req, int *ret_fd)
 	return 0;
 }
 
+/* Write the child's id maps. Returns the mapping written: SYNC_RANGE or
+ * SYNC_SINGLE, or -errno. A subordinate range that cannot be mapped, as in
+ * a nested user namespace whose parent does not map it, falls back to a
+ * single id. */
 static int write_id_maps(const struct run_request *req, pid_t child)
 {
-	if (req->id_range)
-		return userns_map_root_range(child, req->host_uid, req->host_gid, &req->sub_uids, &req->sub_gids);
-	return userns_map_single(child, req->as_root ? 0 : req->host_uid, req->host_uid,
-				 req->as_root ? 0 : req->host_gid, req->host_gid);
+	int r;
+
+	if (req->id_range) {
+		if (userns_map_root_range(child, req->host_uid, req->host_gid, &req->sub_uids, &req->sub_gids) >= 0)
+			return SYNC_RANGE;
+		log_debug("cannot map the subordinate id range; mapping a single id instead");
+	}
+	r = userns_map_single(child, req->as_root ? 0 : req->host_uid, req->host_uid, req->as_root ? 0 : req->host_gid,
+			      req->host_gid);
+	return r < 0 ? r : SYNC_SINGLE;
 }
 
 static int wait_for_init(pid_t child)
@@ -209,6 +219,7 @@ int container_run(const struct run_request *request)
 	int lock_fd = -1;
 	sigset_t set, old;
 	pid_t child;
+	int mapping;
 	int code;
 
 	log_debug("supervisor: starting");
@@ -245,13 +256,14 @@ int container_run(const struct run_request *request)
 	}
 	close(sync_pipe[0]);
 
-	if (write_id_maps(req, child) < 0) {
+	mapping = write_id_maps(req, child);
+	if (mapping < 0) {
 		kill(child, SIGKILL);
 		waitpid(child, NULL, 0);
 		remove_work_dir(req, lock_fd);
 		return EXIT_RUNTIME_ERROR;
 	}
-	if (write(sync_pipe[1], "x", 1) != 1)
+	if (write(sync_pipe[1], &(char){ (char)mapping }, 1) != 1)
 		log_debug("cannot release the container init: %s", strerror(errno));
 	close(sync_pipe[1]);
 
