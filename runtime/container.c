@@ -12,6 +12,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/log.h"
@@ -165,14 +166,17 @@ static void finish_upper(const struct run_request *req, char **lowers, size_t n)
 	if (helper.pid <= 0)
 		return;
 	kill(helper.pid, SIGTERM);
-	for (int i = 0; i < 200; i++) {
+	/* A helper exits within a millisecond or two of SIGTERM; poll finely
+	 * for two seconds, then kill it. */
+	for (int i = 0;; i++) {
 		if (waitpid(helper.pid, NULL, WNOHANG) == helper.pid)
 			break;
-		if (i == 199) {
+		if (i == 10000) {
 			kill(helper.pid, SIGKILL);
 			waitpid(helper.pid, NULL, 0);
+			break;
 		}
-		usleep(10 * 1000);
+		nanosleep(&(struct timespec){ .tv_nsec = 200 * 1000 }, NULL);
 	}
 	helper.pid = 0;
 	if (upper_to_canonical(upper, (const char *const *)lowers, n) >= 0)
