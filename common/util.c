@@ -160,6 +160,42 @@ int read_file(const char *path, char **ret, size_t *ret_len)
 	return 0;
 }
 
+static int compare_names(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+int read_dir_names(const char *path, bool sorted, char ***ret, size_t *ret_n)
+{
+	_cleanup_closedir_ DIR *dir = opendir(path);
+	struct dirent *de;
+	char **names = NULL;
+	size_t n = 0;
+
+	if (!dir)
+		return -errno;
+	while ((de = readdir(dir))) {
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		names = realloc(names, (n + 1) * sizeof(char *));
+		if (!names)
+			abort();
+		names[n++] = xstrdup(de->d_name);
+	}
+	if (sorted && n > 1)
+		qsort(names, n, sizeof(char *), compare_names);
+	*ret = names;
+	*ret_n = n;
+	return 0;
+}
+
+void free_dir_names(char **names, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(names[i]);
+	free(names);
+}
+
 int mkdir_p(const char *path, mode_t mode)
 {
 	_cleanup_free_ char *copy = xstrdup(path);

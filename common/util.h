@@ -72,6 +72,12 @@ int write_file(const char *path, const char *content);
 /* Read a whole small file; *ret is NUL-terminated and owned by the caller. */
 int read_file(const char *path, char **ret, size_t *ret_len);
 
+/* Read the names of a directory's entries, without "." and "..", before
+ * any of them is changed. Sorted by strcmp() when sorted is true. Free
+ * the result with free_dir_names(). */
+int read_dir_names(const char *path, bool sorted, char ***ret, size_t *ret_n);
+void free_dir_names(char **names, size_t n);
+
 int mkdir_p(const char *path, mode_t mode);
 /* Remove a tree, making directories writable first because overlayfs leaves
  * work directories with mode 0. Does not cross mount points. */

@@ -109,37 +109,6 @@ static void remove_xattrs_with_prefix(const char *path, const char *prefix)
 	}
 }
 
-/* Names of a directory's entries without "." and "..", read before any of
- * them is changed. */
-static int list_dir(const char *path, char ***ret, size_t *ret_n)
-{
-	_cleanup_closedir_ DIR *dir = opendir(path);
-	struct dirent *de;
-	char **names = NULL;
-	size_t n = 0;
-
-	if (!dir)
-		return -errno;
-	while ((de = readdir(dir))) {
-		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
-			continue;
-		names = realloc(names, (n + 1) * sizeof(char *));
-		if (!names)
-			abort();
-		names[n++] = xstrdup(de->d_name);
-	}
-	*ret = names;
-	*ret_n = n;
-	return 0;
-}
-
-static void free_names(char **names, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		free(names[i]);
-	free(names);
-}
-
 /* Rewrite fuse-overlayfs's markers below dir: ".wh.NAME" files become
  * whiteouts, ".wh..wh..opq" and user.fuseoverlayfs.opaque become the
  * opaque xattr, and its other private xattrs go. */
@@ -148,7 +117,7 @@ static int canonicalize_tree(const char *dir, bool is_root)
 	char **names = NULL;
 	size_t n = 0;
 	bool opaque = has_xattr_value(dir, FUSE_OVERLAYFS_OPAQUE_XATTR, "y");
-	int r = list_dir(dir, &names, &n);
+	int r = read_dir_names(dir, false, &names, &n);
 
 	if (r < 0)
 		return r;
@@ -182,7 +151,7 @@ static int canonicalize_tree(const char *dir, bool is_root)
 		if (S_ISDIR(st.st_mode))
 			r = canonicalize_tree(path, false);
 	}
-	free_names(names, n);
+	free_dir_names(names, n);
 	if (r >= 0 && opaque && !is_root) {
 		r = set_opaque(dir);
 		lremovexattr(dir, FUSE_OVERLAYFS_OPAQUE_XATTR);
@@ -202,7 +171,7 @@ static void collect_markers(const char *meta, const char *relative, struct marke
 	size_t n = 0;
 	size_t suffix_len = strlen(UNIONFS_HIDDEN_SUFFIX);
 
-	if (list_dir(dir, &names, &n) < 0)
+	if (read_dir_names(dir, false, &names, &n) < 0)
 		return;
 	for (size_t i = 0; i < n; i++) {
 		size_t len = strlen(names[i]);
@@ -222,7 +191,7 @@ static void collect_markers(const char *meta, const char *relative, struct marke
 		if (lstat(child_path, &st) == 0 && S_ISDIR(st.st_mode))
 			collect_markers(meta, child, markers);
 	}
-	free_names(names, n);
+	free_dir_names(names, n);
 }
 
 static size_t path_depth(const char *path)
@@ -385,7 +354,7 @@ static int unionfs_tree(const char *upper, const char *relative)
 	_cleanup_free_ char *dir = relative ? xasprintf("%s/%s", upper, relative) : xstrdup(upper);
 	char **names = NULL;
 	size_t n = 0;
-	int r = list_dir(dir, &names, &n);
+	int r = read_dir_names(dir, false, &names, &n);
 
 	if (r < 0)
 		return r;
@@ -411,7 +380,7 @@ static int unionfs_tree(const char *upper, const char *relative)
 		if (r >= 0)
 			r = unionfs_tree(upper, child);
 	}
-	free_names(names, n);
+	free_dir_names(names, n);
 	return r;
 }
 

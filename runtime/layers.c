@@ -36,40 +36,26 @@ static void add_file(struct image *img, const char *path, const char *origin)
 	image_add_layer(img, path, 0, (uint64_t)st.st_size, false);
 }
 
-static int compare_names(const void *a, const void *b)
-{
-	return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
 /* Add a directory's regular files in name order. Returns -errno when the
  * directory cannot be read. */
 static int add_directory(struct image *img, const char *dir, const char *origin)
 {
-	_cleanup_closedir_ DIR *d = opendir(dir);
-	struct dirent *de;
 	char **names = NULL;
 	size_t n = 0;
+	int r = read_dir_names(dir, true, &names, &n);
 
-	if (!d)
-		return -errno;
-	while ((de = readdir(d))) {
-		if (de->d_name[0] == '.')
-			continue;
-		names = realloc(names, (n + 1) * sizeof(char *));
-		if (!names)
-			abort();
-		names[n++] = xstrdup(de->d_name);
+	if (r < 0) {
+		errno = -r;
+		return r;
 	}
-	qsort(names, n, sizeof(char *), compare_names);
 	for (size_t i = 0; i < n; i++) {
 		_cleanup_free_ char *path = xasprintf("%s/%s", dir, names[i]);
 		struct stat st;
 
-		if (stat(path, &st) == 0 && S_ISREG(st.st_mode))
+		if (names[i][0] != '.' && stat(path, &st) == 0 && S_ISREG(st.st_mode))
 			add_file(img, path, origin);
-		free(names[i]);
 	}
-	free(names);
+	free_dir_names(names, n);
 	return 0;
 }
 
