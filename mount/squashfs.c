@@ -99,9 +99,9 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 		conn->want |= FUSE_CAP_PARALLEL_DIROPS;
 }
 
-/* Overlayfs asks every lower file for its user.overlay.* xattrs, and the
- * FUSE kernel module does not cache the answers. A layer without an xattr
- * table answers ENOSYS once, after which the kernel stops asking. */
+/* Overlayfs requests the user.overlay.* xattrs of every lower file, and the
+ * FUSE kernel module does not cache the replies. A layer without an xattr
+ * table replies ENOSYS once, after which the kernel sends no more requests. */
 static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 {
 	struct squashfs_mount *m = fuse_req_userdata(req);
@@ -181,8 +181,8 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	fuse_reply_entry(req, &entry);
 }
 
-/* Directory entries with their attributes. The kernel then knows every
- * entry of a directory it has read, so the lookups that follow, such as
+/* Directory entries with their attributes. The kernel then has the
+ * attributes of every entry of a directory it has read, so the lookups that follow, such as
  * fuse-overlayfs's stat of each entry when it first loads a lower
  * directory, need no request each. */
 static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)

@@ -110,7 +110,7 @@ static void *serve(void *arg)
 		memset(resp, 0, sizeof(*resp));
 		resp->id = req->id;
 		/* The path was read from memory the target could have changed
-		 * meanwhile; answering for a target that is gone is harmless. */
+		 * meanwhile. A response for a target that is gone is harmless. */
 		if (directory) {
 			resp->error = -EXDEV;
 		} else {
@@ -119,7 +119,7 @@ static void *serve(void *arg)
 			resp->flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
 		}
 		if (seccomp_notify_respond(guard->listener_fd, resp) < 0 && errno != ENOENT)
-			log_debug("cannot answer a guarded rename: %s", strerror(errno));
+			log_debug("cannot respond to a guarded rename: %s", strerror(errno));
 	}
 	seccomp_notify_free(req, resp);
 	return NULL;

@@ -8,8 +8,8 @@
  * the ELF identification carry 'F', 'I', 0x01 so tools can recognise an image.
  *
  * A layer is appended with its size field zeroed, synced, and only then
- * given its real size, so a process killed during an append leaves a tail
- * that image_open() recognises as incomplete instead of a layer that looks
+ * given its real size. A process killed during an append therefore leaves a
+ * tail that image_open() recognises as incomplete, never a layer that looks
  * whole but is not. */
 #pragma once
 
@@ -58,8 +58,8 @@ int elf_size(int fd, uint64_t *ret);
 int image_open(const char *path, struct image *ret);
 void image_close(struct image *img);
 
-/* Check a layer without logging; *ret_reason (owned by the caller) says
- * what is wrong, phrased to follow the layer's name. */
+/* Check a layer without logging. *ret_reason, owned by the caller,
+ * describes what is wrong and is phrased to follow the layer's name. */
 int layer_check(int fd, uint64_t offset, uint64_t size, char **ret_reason);
 
 /* Check that the bytes at [offset, offset + size) of fd hold a complete
