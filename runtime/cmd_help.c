@@ -22,7 +22,7 @@ static const struct help_entry entries[] = {
 	  "  Runs PROGRAM as uid 0 with HOME=/root. Uses the subordinate ids that /etc/subuid and\n"
 	  "  /etc/subgid grant to the user when there are any; otherwise changes of file owner and\n"
 	  "  of supplementary groups succeed without effect, so package managers work.\n" },
-	{ "layer", "Create, add and list layers",
+	{ "layer", "Create, add, list and commit layers",
 	  "Usage: fim-layer create DIR FILE\n"
 	  "         Make a zstd-compressed squashfs layer from DIR. FIM_COMPRESSION_LEVEL (0-9,\n"
 	  "         default 7) selects the compression level.\n"
@@ -42,7 +42,10 @@ static const struct help_entry entries[] = {
 	  "  bwrap is kernel overlayfs in the user namespace; overlayfs and unionfs run the\n"
 	  "  fuse-overlayfs and unionfs-fuse helpers. FIM_OVERLAY overrides the stored backend\n"
 	  "  for one run.\n" },
-	{ "help", "Show help for a command", "Usage: fim-help [COMMAND]\n" },
+	{ "help", "Show help for a command",
+	  "Usage: fim-help [COMMAND]\n"
+	  "  Without COMMAND, list the commands and environment variables; with it, print the usage\n"
+	  "  of that command (with or without the fim- prefix).\n" },
 };
 
 static void print_overview(void)
@@ -57,6 +60,7 @@ static void print_overview(void)
 	       "  FIM_COMPRESSION_LEVEL  layer compression level, 0-9 (default 7)\n"
 	       "  FIM_LAYERS             extra layers, colon-separated files or directories of layer files\n"
 	       "  FIM_DEBUG=1            print what the runtime does\n"
+	       "  FIM_NO_SUBID=1         make fim-root map one id even where /etc/subuid grants a range\n"
 	       "\nRun 'fim-help COMMAND' for the usage of one command.\n");
 }
 

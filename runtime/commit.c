@@ -292,8 +292,11 @@ int cmd_layer_commit(struct context *ctx, int argc, char **argv)
 		return commit_usage("fim-layer commit file needs exactly one PATH");
 	else if (strcmp(argv[0], "binary") == 0 || strcmp(argv[0], "layer") == 0)
 		return commit_usage("fim-layer commit binary and fim-layer commit layer take no further arguments");
-	else
-		return commit_usage("invalid fim-layer commit target; use binary, layer or file PATH");
+	else {
+		log_error("invalid fim-layer commit target '%s'; use binary, layer or file PATH", argv[0]);
+		print_usage_hint("layer");
+		return EXIT_RUNTIME_ERROR;
+	}
 	if (zstd_level_from_env(&level) < 0)
 		return EXIT_RUNTIME_ERROR;
 
