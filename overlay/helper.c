@@ -117,8 +117,8 @@ void overlay_helper_report_exit(const struct overlay_helper *helper, int status)
 		snprintf(how, sizeof(how), "exited with status %d", WEXITSTATUS(status));
 	else
 		snprintf(how, sizeof(how), "was killed by signal %d", WIFSIGNALED(status) ? WTERMSIG(status) : 0);
-	log_error("the overlay helper '%s' (package %s) %s; its log is '%s'", helper->program, helper->package, how,
-		  helper->log_path);
+	log_error("the overlay helper '%s' (package %s) stopped unexpectedly: it %s; its log is '%s'", helper->program,
+		  helper->package, how, helper->log_path);
 }
 
 int overlay_helper_start(enum overlay_mode mode, const char *const *lowers, size_t n_lowers, const char *upper,

@@ -1,6 +1,8 @@
 """fim-overlay: storing, showing and overriding the overlay mode; fim-help."""
 
+import os
 import shutil
+import signal
 import subprocess
 import time
 
@@ -15,6 +17,7 @@ from conftest import (
     run_command,
     runtime_env,
     wait_for_output,
+    wait_for_process,
 )
 
 ACCEPTED_MODES = ("bwrap", "overlayfs", "unionfs")
@@ -262,3 +265,22 @@ def test_help_on_bare_runtime(runtime):
     result = run_command([runtime, "fim-help"])
     assert result.returncode == 0, result.describe()
     assert "fim-layer" in result.stdout
+
+
+HELPER_PACKAGES = {"overlayfs": ("fuse-overlayfs", "fuse-overlayfs"), "unionfs": ("unionfs", "unionfs-fuse")}
+
+
+@pytest.mark.parametrize("mode", sorted(HELPER_PACKAGES))
+def test_helper_death_reported(image, tmp_path, mode):
+    program, package = HELPER_PACKAGES[mode]
+    data_dir = tmp_path / "data"
+    process = image.popen(
+        "fim-exec", "sleep", "30", env={"FIM_OVERLAY": mode, "FIM_DIR_DATA": str(data_dir)}
+    )
+    helper = wait_for_process(process.pid, "/newroot", program=program)
+    os.kill(helper, signal.SIGKILL)
+    result = finish(process)
+    assert result.returncode == RUNTIME_ERROR, result.describe()
+    assert f"'{program}'" in result.stderr, result.describe()
+    assert f"package {package}" in result.stderr, result.describe()
+    assert str(data_dir / "logs" / f"{mode}.log") in result.stderr, result.describe()
