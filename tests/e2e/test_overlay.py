@@ -284,3 +284,23 @@ def test_helper_death_reported(image, tmp_path, mode):
     assert f"'{program}'" in result.stderr, result.describe()
     assert f"package {package}" in result.stderr, result.describe()
     assert str(data_dir / "logs" / f"{mode}.log") in result.stderr, result.describe()
+
+
+@pytest.mark.parametrize("mode", sorted(HELPER_PACKAGES))
+def test_killed_helper_run_repaired(image, tmp_path, mode):
+    # A run killed while its helper's markers are on disk leaves the
+    # writable layer in the helper's format; the next run in any mode must
+    # convert it back, so the deletion holds and no marker shows.
+    data_dir = tmp_path / "data"
+    env = {"FIM_OVERLAY": mode, "FIM_DIR_DATA": str(data_dir)}
+    process = image.popen("fim-exec", "sh", "-c", "rm /etc/os-release && exec sleep 30 # killed-run", env=env)
+    wait_for_process(process.pid, "30", program="sleep")
+    os.kill(process.pid, signal.SIGKILL)
+    finish(process)
+    assert (data_dir / "upper.format").read_text().strip() == mode
+
+    result = image.run("fim-exec", "sh", "-c", "test -e /etc/os-release; echo $?; ls -A /", env={"FIM_DIR_DATA": str(data_dir)})
+    assert result.returncode == 0, result.describe()
+    assert result.stdout.splitlines()[0] == "1", result.describe()
+    assert ".unionfs-fuse" not in result.stdout.split(), result.describe()
+    assert (data_dir / "upper.format").read_text().strip() == "canonical"
