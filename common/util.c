@@ -297,53 +297,57 @@ bool streq_ptr(const char *a, const char *b)
 	return strcmp(a, b) == 0;
 }
 
-int send_fd(int socket_fd, int fd)
-{
-	char byte = 0;
-	struct iovec iov = { .iov_base = &byte, .iov_len = 1 };
+/* A one-byte message with room for one SCM_RIGHTS file descriptor. */
+struct fd_message {
+	char byte;
+	struct iovec iov;
 	union {
 		struct cmsghdr header;
 		char space[CMSG_SPACE(sizeof(int))];
-	} control = { 0 };
-	struct msghdr msg = {
-		.msg_iov = &iov,
-		.msg_iovlen = 1,
-		.msg_control = control.space,
-		.msg_controllen = sizeof(control.space),
-	};
-	struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
+	} control;
+	struct msghdr msg;
+};
 
+static void fd_message_init(struct fd_message *m)
+{
+	memset(m, 0, sizeof(*m));
+	m->iov = (struct iovec){ .iov_base = &m->byte, .iov_len = 1 };
+	m->msg = (struct msghdr){
+		.msg_iov = &m->iov,
+		.msg_iovlen = 1,
+		.msg_control = m->control.space,
+		.msg_controllen = sizeof(m->control.space),
+	};
+}
+
+int send_fd(int socket_fd, int fd)
+{
+	struct fd_message m;
+	struct cmsghdr *cmsg;
+
+	fd_message_init(&m);
+	cmsg = CMSG_FIRSTHDR(&m.msg);
 	cmsg->cmsg_level = SOL_SOCKET;
 	cmsg->cmsg_type = SCM_RIGHTS;
 	cmsg->cmsg_len = CMSG_LEN(sizeof(int));
 	memcpy(CMSG_DATA(cmsg), &fd, sizeof(int));
-	return sendmsg(socket_fd, &msg, MSG_NOSIGNAL) < 0 ? -errno : 0;
+	return sendmsg(socket_fd, &m.msg, MSG_NOSIGNAL) < 0 ? -errno : 0;
 }
 
 int recv_fd(int socket_fd)
 {
-	char byte;
-	struct iovec iov = { .iov_base = &byte, .iov_len = 1 };
-	union {
-		struct cmsghdr header;
-		char space[CMSG_SPACE(sizeof(int))];
-	} control = { 0 };
-	struct msghdr msg = {
-		.msg_iov = &iov,
-		.msg_iovlen = 1,
-		.msg_control = control.space,
-		.msg_controllen = sizeof(control.space),
-	};
+	struct fd_message m;
 	struct cmsghdr *cmsg;
 	ssize_t n;
 	int fd;
 
+	fd_message_init(&m);
 	do {
-		n = recvmsg(socket_fd, &msg, MSG_CMSG_CLOEXEC);
+		n = recvmsg(socket_fd, &m.msg, MSG_CMSG_CLOEXEC);
 	} while (n < 0 && errno == EINTR);
 	if (n < 0)
 		return -errno;
-	cmsg = CMSG_FIRSTHDR(&msg);
+	cmsg = CMSG_FIRSTHDR(&m.msg);
 	if (n == 0 || !cmsg || cmsg->cmsg_type != SCM_RIGHTS)
 		return -ENODATA;
 	memcpy(&fd, CMSG_DATA(cmsg), sizeof(int));

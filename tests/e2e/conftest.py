@@ -284,9 +284,13 @@ def process_start_time(pid):
     return int(fields[19])
 
 
-def parent_pids():
-    """Return {pid: parent pid} for every process on the host."""
-    parents = {}
+def process_stat_fields():
+    """Return {pid: fields of /proc/PID/stat after the command name} for every process on the host.
+
+    The command name in brackets may contain spaces, so the fields start after
+    its closing bracket: state, parent pid, process group, and so on.
+    """
+    fields = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -295,8 +299,13 @@ def parent_pids():
                 text = stat_file.read()
         except (FileNotFoundError, ProcessLookupError):
             continue
-        parents[int(entry)] = int(text[text.rindex(")") + 2:].split()[1])
-    return parents
+        fields[int(entry)] = text[text.rindex(")") + 2:].split()
+    return fields
+
+
+def parent_pids():
+    """Return {pid: parent pid} for every process on the host."""
+    return {pid: int(fields[1]) for pid, fields in process_stat_fields().items()}
 
 
 def process_tree(pid):
@@ -428,6 +437,15 @@ def probe():
     path = _path_from_env("FIM_PROBE", REPOSITORY / "build" / "tests" / "fim-probe")
     if not path.is_file():
         pytest.fail(f"probe {path} not found; build it with `ninja -C build` or set FIM_PROBE")
+    return path
+
+
+@pytest.fixture(scope="session")
+def fsops():
+    """Path of fim-fsops, the static program for file system calls busybox lacks."""
+    path = _path_from_env("FIM_FSOPS", REPOSITORY / "build" / "tests" / "fim-fsops")
+    if not path.is_file():
+        pytest.fail(f"fim-fsops {path} not found; build it with `ninja -C build` or set FIM_FSOPS")
     return path
 
 

@@ -16,7 +16,6 @@ import pytest
 
 from conftest import (
     LAYER_TIMEOUT,
-    REPOSITORY,
     RUN_TIMEOUT,
     RUNTIME_ERROR,
     build_image,
@@ -25,6 +24,7 @@ from conftest import (
     finish,
     kill_tree,
     parse_probe,
+    process_stat_fields,
     run_command,
     runtime_env,
     wait_for_output,
@@ -53,15 +53,6 @@ def needs_helper(mode):
     helper = HELPERS.get(mode)
     if helper is not None and shutil.which(helper) is None:
         pytest.skip(f"{helper} is not installed, so the {mode} mode cannot run")
-
-
-@pytest.fixture(scope="module")
-def fsops():
-    value = os.environ.get("FIM_FSOPS")
-    path = Path(value) if value else REPOSITORY / "build" / "tests" / "fim-fsops"
-    if not path.is_file():
-        pytest.fail(f"fim-fsops {path} not found; build it with `ninja -C build` or set FIM_FSOPS")
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -807,18 +798,10 @@ CRASH_FILE_SIZE = 1_000_000
 def live_group_members(group):
     """Return the pids in a process group that are running, leaving out zombies, which hold no files open."""
     members = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as stat_file:
-                text = stat_file.read()
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-        # The command name in brackets may contain spaces, so split after it.
-        state, _, process_group = text[text.rindex(")") + 2:].split()[:3]
+    for pid, fields in process_stat_fields().items():
+        state, _, process_group = fields[:3]
         if int(process_group) == group and state not in ("Z", "X"):
-            members.append(int(entry))
+            members.append(pid)
     return members
 
 

@@ -12,11 +12,10 @@ Environment variables, besides those of conftest.py:
 
 import os
 import stat
-from pathlib import Path
 
 import pytest
 
-from conftest import REPOSITORY, RUN_TIMEOUT, build_image, parse_probe, write_tree
+from conftest import RUN_TIMEOUT, build_image, parse_probe, write_tree
 
 MODES = ("bwrap", "overlayfs", "unionfs")
 FUSE_MODES = ("overlayfs", "unionfs")
@@ -133,15 +132,6 @@ def make_lower_tree(root, fsops):
     target.write_bytes(fsops.read_bytes())
     target.chmod(0o755)
     return root
-
-
-@pytest.fixture(scope="module")
-def fsops():
-    value = os.environ.get("FIM_FSOPS")
-    path = Path(value) if value else REPOSITORY / "build" / "tests" / "fim-fsops"
-    if not path.is_file():
-        pytest.fail(f"fim-fsops {path} not found; build it with `ninja -C build` or set FIM_FSOPS")
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -360,7 +350,7 @@ def test_rename_lower_dir(container):
 def test_rename_copied_up_dir(container):
     # The layer contains /w/dir/f1, f2 and f3. f2 is copied up before the directory moves.
     # unionfs-fuse 1.0 would move only its writable copy and lose f1 and f3;
-    # the runtime answers EXDEV for directory renames in that mode, so mv
+    # the runtime returns EXDEV for directory renames in that mode, so mv
     # copies the directory instead.
     listed = container.output("echo hello > /w/dir/f2 && mv /w/dir /w/other && ls /w/other")
     assert listed == "f1\nf2\nf3\n"
