@@ -94,8 +94,8 @@ import sys
 results = sys.argv[1]
 stacks = ["ours-bwrap", "ours-overlayfs", "ours-unionfs", "stock-overlayfs", "stock-unionfs", "floor"]
 # Debian 12's bubblewrap 0.8 has no --overlay, so FlatImage's bwrap mode
-# cannot run here; the kernel backend is compared with the stock
-# fuse-overlayfs stack, FlatImage's other kernel-free default.
+# cannot run here. The kernel backend is therefore compared with the stock
+# fuse-overlayfs stack.
 stock_of = {"ours-bwrap": "stock-overlayfs", "ours-overlayfs": "stock-overlayfs", "ours-unionfs": "stock-unionfs"}
 header = f"{'workload':<34}" + "".join(f"{s:>17}" for s in stacks) + "".join(f"{'ratio ' + s[5:]:>16}" for s in stock_of)
 print(header)

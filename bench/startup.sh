@@ -1,8 +1,8 @@
 #!/bin/bash
 # Start-up benchmark: the median wall time of `IMAGE fim-exec true` over 50
 # runs, next to `unshare -Urm chroot ROOTFS true` on an unpacked copy of the
-# same root file system (a user and mount namespace without FUSE, overlay or
-# pivot), measured in the same run with hyperfine.
+# same root file system. The second command is a user and mount namespace
+# without FUSE, overlay or pivot. Both are measured in one hyperfine run.
 #
 # Usage: bench/startup.sh [IMAGE ROOTFS]
 #

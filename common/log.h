@@ -2,8 +2,8 @@
  *
  * The level is read once from FIM_DEBUG (1 turns on debug output). Messages
  * start in lower case, quote values, and end with what the user can do. Every
- * line is prefixed with "flatimage: " so it can be told apart from the
- * program's own output. */
+ * line starts with "flatimage: " to set it apart from the program's own
+ * output. */
 #pragma once
 
 #include <stdbool.h>

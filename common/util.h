@@ -1,6 +1,6 @@
 /* Small helpers shared by every module: scope-bound cleanup, whole-buffer
  * I/O and path utilities. Functions return 0 or a positive count on success
- * and -errno on failure, and log nothing; the caller holds the context. */
+ * and -errno on failure. They log nothing, because the caller has the context. */
 #pragma once
 
 #include <dirent.h>

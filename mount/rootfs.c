@@ -45,9 +45,9 @@ int rootfs_enter_staging(void)
 	r = mount_logged(NULL, "/", NULL, MS_REC | MS_SLAVE, NULL);
 	if (r < 0)
 		return r;
-	/* /tmp exists on every system this runs on, and the tmpfs only covers
-	 * it inside this namespace; the host's /tmp stays reachable below
-	 * STAGING_HOST after the pivot. */
+	/* /tmp exists on every system this runs on, and the tmpfs covers it
+	 * only inside this namespace. After the pivot, the host's /tmp is
+	 * reachable below STAGING_HOST. */
 	r = mount_logged("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755");
 	if (r < 0)
 		return r;

@@ -8,7 +8,7 @@
 
 struct squashfs_mount;
 
-/* How file owners from the layer are reported. */
+/* The owners reported for the layer's files. */
 struct owner_policy {
 	/* Report the ids stored in the layer, for namespaces that map a whole
 	 * id range. Otherwise every file is reported as owned by uid:gid. */

@@ -4,7 +4,7 @@
  * the old name, so the files of that directory that were never copied up
  * are lost. Kernel overlayfs without redirect_dir returns EXDEV for such a
  * rename instead, and mv then copies the directory and removes the old
- * one. The guard gives unionfs mode the same answer: the program's
+ * one. The guard gives unionfs mode the same result: the program's
  * rename(2), renameat(2) and renameat2(2) go to the container's init
  * through a seccomp user notification, and init returns EXDEV when the
  * source is a directory and lets every other rename run. */

@@ -58,7 +58,7 @@ static char **helper_argv(enum overlay_mode mode, const char *const *lowers, siz
 	if (mode == OVERLAY_OVERLAYFS) {
 		/* noacl: fuse-overlayfs running as root reads POSIX ACLs of lower
 		 * directories owned by other users and fails the lookup when the
-		 * layers answer EOPNOTSUPP, as squashfs layers do. */
+		 * layers return EOPNOTSUPP, as squashfs layers do. */
 		joined = join_lowers(lowers, n, ":", "");
 		argv[3] = xasprintf("lowerdir=%s,upperdir=%s,workdir=%s,allow_other,default_permissions,noacl", joined,
 				    upper, work);

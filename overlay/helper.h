@@ -19,7 +19,7 @@ struct overlay_helper {
  * lowers[0] is the top lower layer; every path is valid in the current
  * root. log_path is where the helper's output goes, and log_display is the
  * same file as the user sees it on the host. Entered with CAP_SYS_ADMIN in
- * the user namespace; the helper gets it as an ambient capability, because
+ * the user namespace. The helper gets it as an ambient capability, because
  * it runs as the container's uid and execve() would otherwise drop it. */
 int overlay_helper_start(enum overlay_mode mode, const char *const *lowers, size_t n_lowers, const char *upper,
 			 const char *work, const char *target, const char *log_path, const char *log_display,

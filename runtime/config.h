@@ -1,6 +1,6 @@
 /* The config store inside the image's config area.
  *
- * The area holds two slots. Each slot carries a generation number, a length
+ * The area contains two slots. Each slot carries a generation number, a length
  * and a CRC-32 of its payload, which is text of "key=value" lines. A write
  * goes to the slot that is not current and is synced, so a process killed at
  * any point leaves either the old slot or the new one as the newest valid

@@ -233,8 +233,8 @@ leftover_processes() {
     fi
 }
 
-# Abort the FUSE connections of the mounts that process $1 sees, which
-# frees a process blocked on a helper that died or deadlocked.
+# Abort the FUSE connections of the mounts in process $1's mount namespace,
+# which frees a process blocked on a helper that died or deadlocked.
 abort_fuse_connections() {
     local pid=$1 device mounted_here=0
     if [[ -z $(ls -A /sys/fs/fuse/connections 2>/dev/null) ]]; then

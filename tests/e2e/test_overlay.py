@@ -290,7 +290,7 @@ def test_helper_death_reported(image, tmp_path, mode):
 def test_killed_helper_run_repaired(image, tmp_path, mode):
     # A run killed while its helper's markers are on disk leaves the
     # writable layer in the helper's format; the next run in any mode must
-    # convert it back, so the deletion holds and no marker shows.
+    # convert it back, so the file stays deleted and no marker shows.
     data_dir = tmp_path / "data"
     env = {"FIM_OVERLAY": mode, "FIM_DIR_DATA": str(data_dir)}
     process = image.popen("fim-exec", "sh", "-c", "rm /etc/os-release && exec sleep 30 # killed-run", env=env)
